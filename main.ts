@@ -1,0 +1,77 @@
+/**
+ * infini: pre-train and evaluate Gemma-style models with Infini-attention on WebGPU.
+ * This file only dispatches subcommands; each lives in src/cli/<name>.ts.
+ */
+import { UsageError, UserError } from "./src/cli/errors.ts";
+import { GpuUnavailableError, KernelError } from "./src/gpu/runtime.ts";
+
+interface Command {
+  summary: string;
+  run(args: string[]): Promise<number>;
+}
+
+/** Subcommands, loaded on demand so that `--help` stays fast. */
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  info: () => import("./src/cli/info.ts"),
+};
+
+const SUMMARIES: Record<string, string> = {
+  info: "show the WebGPU adapter, its limits and features",
+};
+
+function help(): string {
+  const rows = Object.keys(COMMANDS).map((k) => `  ${k.padEnd(10)} ${SUMMARIES[k] ?? ""}`);
+  return `infini: Gemma-style language models with Infini-attention, on WebGPU
+
+Usage: infini <command> [options]     (from source: deno run -A main.ts <command>)
+
+Commands:
+${rows.join("\n")}
+
+Global options:
+  --debug    show stack traces on errors
+  -h, --help this help; '<command> --help' for a command's own
+
+Run 'infini <command> --help' for examples.`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const debug = argv.includes("--debug");
+  const args = argv.filter((a) => a !== "--debug");
+  const name = args[0];
+  if (name === undefined || name === "-h" || name === "--help" || name === "help") {
+    console.log(help());
+    return name === undefined ? 2 : 0;
+  }
+  const load = COMMANDS[name];
+  try {
+    if (!load) {
+      throw new UsageError(
+        `unknown command '${name}' (commands: ${Object.keys(COMMANDS).join(", ")})`,
+      );
+    }
+    const cmd = await load();
+    return await cmd.run(args.slice(1));
+  } catch (e) {
+    if (debug) console.error(e);
+    const msg = e instanceof Error ? e.message : String(e);
+    if (e instanceof UsageError) {
+      console.error(`error: ${msg}`);
+      return 2;
+    }
+    if (e instanceof UserError || e instanceof GpuUnavailableError || e instanceof KernelError) {
+      console.error(`error: ${msg}`);
+      return 1;
+    }
+    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied) {
+      console.error(`error: ${msg}`);
+      return 1;
+    }
+    console.error(`error: ${msg}${debug ? "" : " (run with --debug for details)"}`);
+    return 1;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

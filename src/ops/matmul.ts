@@ -1,0 +1,123 @@
+/**
+ * Matmul in the three layouts a linear layer needs (see kernels/matmul.wgsl for the formula).
+ * The tuning (`reg` or `tiled`) follows the runtime's profile unless one is forced.
+ */
+import src from "../../kernels/matmul.wgsl" with { type: "text" };
+import {
+  type Kernel,
+  Params,
+  type Pipeline,
+  type Recorder,
+  type Runtime,
+  type Tensor,
+} from "../gpu/runtime.ts";
+
+export const matmulKernel: Kernel = { name: "kernels/matmul.wgsl", source: src };
+
+/** nt: y = x W^T; nn: dx = dy W; tn: dW (+)= dy^T x. */
+export type Layout = "nt" | "nn" | "tn";
+export type MatmulVariant = "reg" | "tiled";
+
+const TRANS: Record<Layout, [boolean, boolean]> = {
+  nt: [false, true],
+  nn: [false, false],
+  tn: [true, false],
+};
+
+export interface MatmulArgs {
+  /** Output (M, N) row-major, per batch item. */
+  c: Tensor;
+  a: Tensor;
+  b: Tensor;
+  M: number;
+  N: number;
+  K: number;
+  /** Batch items (workgroup z); strides in elements between items. */
+  batch?: number;
+  strideA?: number;
+  strideB?: number;
+  strideC?: number;
+  alpha?: number;
+  /** 0 overwrites C; 1 accumulates into it (dW +=). */
+  beta?: number;
+}
+
+export class Matmul {
+  private constructor(
+    readonly variant: MatmulVariant,
+    private readonly pipes: Record<Layout, Pipeline>,
+  ) {}
+
+  static async create(rt: Runtime, variant?: MatmulVariant): Promise<Matmul> {
+    const v = variant ?? (rt.profile === "cpu" ? "reg" : "tiled");
+    const kinds = ["uniform", "read", "read", "rw"] as const;
+    const entries = await Promise.all(
+      (Object.keys(TRANS) as Layout[]).map(async (l) =>
+        [
+          l,
+          await rt.pipeline(matmulKernel, v, kinds, {
+            TRANS_A: Number(TRANS[l][0]),
+            TRANS_B: Number(TRANS[l][1]),
+          }),
+        ] as const
+      ),
+    );
+    return new Matmul(v, Object.fromEntries(entries) as Record<Layout, Pipeline>);
+  }
+
+  /** Records C = alpha * op(A) op(B) + beta * C in the given layout. */
+  record(rec: Recorder, layout: Layout, x: MatmulArgs): void {
+    const { M, N, K } = x;
+    const batch = x.batch ?? 1;
+    const sA = x.strideA ?? M * K, sB = x.strideB ?? K * N, sC = x.strideC ?? M * N;
+    need(x.a, (batch - 1) * sA + M * K, "A");
+    need(x.b, (batch - 1) * sB + K * N, "B");
+    need(x.c, (batch - 1) * sC + M * N, "C");
+    const params = new Params(8).u32(M).u32(N).u32(K).u32(sA).u32(sB).u32(sC)
+      .f32(x.alpha ?? 1).f32(x.beta ?? 0);
+    rec.dispatch(this.pipes[layout], [params, x.a, x.b, x.c], [
+      Math.ceil(N / 64),
+      Math.ceil(M / 64),
+      batch,
+    ]);
+  }
+
+  /** y (M, N) = x (M, K) W^T, W (N, K). */
+  forward(rec: Recorder, y: Tensor, x: Tensor, w: Tensor, M: number, N: number, K: number): void {
+    this.record(rec, "nt", { c: y, a: x, b: w, M, N, K });
+  }
+
+  /** dx (M, K) = dy (M, N) W, W (N, K); beta 1 adds into dx. */
+  backwardInput(
+    rec: Recorder,
+    dx: Tensor,
+    dy: Tensor,
+    w: Tensor,
+    M: number,
+    N: number,
+    K: number,
+    beta = 0,
+  ): void {
+    this.record(rec, "nn", { c: dx, a: dy, b: w, M, N: K, K: N, beta });
+  }
+
+  /** dW (N, K) += dy (M, N)^T x (M, K). */
+  backwardWeight(
+    rec: Recorder,
+    dw: Tensor,
+    dy: Tensor,
+    x: Tensor,
+    M: number,
+    N: number,
+    K: number,
+    beta = 1,
+  ): void {
+    this.record(rec, "tn", { c: dw, a: dy, b: x, M: N, N: K, K: M, beta });
+  }
+}
+
+function need(t: Tensor, n: number, what: string): void {
+  if (t.length < n) {
+    throw new RangeError(`matmul ${what} ${t.label}: ${t.length} elements, needs ${n}`);
+  }
+}

@@ -1,0 +1,92 @@
+import { Matmul, type MatmulVariant } from "../src/ops/matmul.ts";
+import { Rng } from "../src/util/rng.ts";
+import { gpuTest } from "./_gpu.ts";
+import { assertClose, dot, f64, gradCheck, randf32 } from "./_numeric.ts";
+import { linearBackward, linearForward } from "./ref/matmul.ts";
+
+Deno.test("ref linear backward matches finite differences", () => {
+  const rng = new Rng(1);
+  const M = 3, N = 4, K = 5;
+  const x = f64(randf32(rng, M * K)), w = f64(randf32(rng, N * K)), r = f64(randf32(rng, M * N));
+  const loss = () => dot(linearForward(x, w, M, N, K), r);
+  const { dx, dw } = linearBackward(r, x, w, M, N, K);
+  gradCheck(loss, x, dx, { what: "dx" });
+  gradCheck(loss, w, dw, { what: "dw" });
+});
+
+// f32 accumulation of K products of O(1) values: error grows like sqrt(K) * 2^-24 * |terms|;
+// with K <= 300 and |x|,|w| <= 1 an absolute 1e-4 plus relative 1e-4 bounds it with margin.
+const TOL = { atol: 1e-4, rtol: 1e-4 };
+const SHAPES: [number, number, number][] = [[1, 1, 1], [7, 13, 5], [65, 63, 67], [130, 70, 257], [
+  3,
+  200,
+  33,
+]];
+
+for (const variant of ["reg", "tiled"] as MatmulVariant[]) {
+  gpuTest(
+    `matmul ${variant}: nt, nn, tn layouts match the f64 reference on odd shapes`,
+    async (rt) => {
+      const mm = await Matmul.create(rt, variant);
+      const rng = new Rng(7);
+      for (const [M, N, K] of SHAPES) {
+        const x = randf32(rng, M * K), w = randf32(rng, N * K), dy = randf32(rng, M * N);
+        const dw0 = randf32(rng, N * K);
+        const tx = rt.tensor("x", M * K, x),
+          tw = rt.tensor("w", N * K, w),
+          tdy = rt.tensor("dy", M * N, dy);
+        const ty = rt.tensor("y", M * N),
+          tdx = rt.tensor("dx", M * K),
+          tdw = rt.tensor("dw", N * K, dw0);
+        const rec = rt.record();
+        mm.forward(rec, ty, tx, tw, M, N, K);
+        mm.backwardInput(rec, tdx, tdy, tw, M, N, K);
+        mm.backwardWeight(rec, tdw, tdy, tx, M, N, K);
+        const [y, dx, dw] = [rec.read(ty), rec.read(tdx), rec.read(tdw)];
+        rt.submit(rec);
+        const ref = linearBackward(dy, x, w, M, N, K);
+        const what = `${variant} ${M}x${N}x${K}`;
+        assertClose(await y, linearForward(x, w, M, N, K), { ...TOL, what: `${what} y` });
+        assertClose(await dx, ref.dx, { ...TOL, what: `${what} dx` });
+        assertClose(await dw, ref.dw.map((v, i) => v + dw0[i]), {
+          ...TOL,
+          what: `${what} dw (accumulated)`,
+        });
+        for (const t of [tx, tw, tdy, ty, tdx, tdw]) rt.free(t);
+      }
+    },
+  );
+
+  gpuTest(`matmul ${variant}: batched with strides and alpha`, async (rt) => {
+    const mm = await Matmul.create(rt, variant);
+    const rng = new Rng(3);
+    const B = 3, M = 17, N = 9, K = 11, sA = M * K + 5, sB = N * K + 3, sC = M * N + 1;
+    const a = randf32(rng, B * sA), b = randf32(rng, B * sB);
+    const ta = rt.tensor("a", B * sA, a),
+      tb = rt.tensor("b", B * sB, b),
+      tc = rt.tensor("c", B * sC);
+    const rec = rt.record();
+    mm.record(rec, "nt", {
+      c: tc,
+      a: ta,
+      b: tb,
+      M,
+      N,
+      K,
+      batch: B,
+      strideA: sA,
+      strideB: sB,
+      strideC: sC,
+      alpha: 0.5,
+    });
+    const out = rec.read(tc);
+    rt.submit(rec);
+    const got = await out;
+    for (let z = 0; z < B; z++) {
+      const ref = linearForward(a.subarray(z * sA), b.subarray(z * sB), M, N, K).map((v) =>
+        v * 0.5
+      );
+      assertClose(got.subarray(z * sC, z * sC + M * N), ref, { ...TOL, what: `batch ${z}` });
+    }
+  });
+}
