@@ -6,6 +6,7 @@
 //   forward   y = x W^T     TRANS_A = false, TRANS_B = true
 //   backward  dx = dy W     TRANS_A = false, TRANS_B = false
 //   backward  dW += dy^T x  TRANS_A = true,  TRANS_B = false, beta = 1
+// (`reg` has a vec4 twin in matmul_vec4.wgsl for sizes that are multiples of 4.)
 // Two tunings: `reg` (register blocking, 8x8 outputs per thread straight from storage: what a
 // CPU rasteriser such as lavapipe runs fastest) and `tiled` (64x64 workgroup-memory tiles,
 // 4x4 per thread: what real GPUs want).
@@ -51,48 +52,80 @@ fn store(z: u32, m: u32, n: u32, acc: f32) {
 }
 
 // ---- register blocking: workgroup 8x8 threads, each 8x8 outputs (a 64x64 tile) ----
-const R = 8u;
-
+// The 8x8 block lives in 16 named vec4 registers (private arrays indexed in loops compile to
+// memory on lavapipe). Rows/cols past the edge are clamped to the last valid one, so loads
+// stay in bounds; their results are dropped at the store. For M, N, K multiples of 4 the
+// vec4 twin in matmul_vec4.wgsl is used instead.
+fn store8(z: u32, m: u32, n0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+  for (var j = 0u; j < 4u; j++) {
+    store(z, m, n0 + j, lo[j]);
+    store(z, m, n0 + 4u + j, hi[j]);
+  }
+}
 @compute @workgroup_size(8, 8, 1)
 fn reg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let z = wg.z;
-  let row0 = wg.y * 64u + lid.y * R;
-  let col0 = wg.x * 64u + lid.x * R;
+  let row0 = wg.y * 64u + lid.y * 8u;
+  let col0 = wg.x * 64u + lid.x * 8u;
   if (row0 >= p.M || col0 >= p.N) { return; }
   let baseA = z * p.strideA;
   let baseB = z * p.strideB;
-  // Rows/cols past the edge are clamped to the last valid one: loads stay in bounds and the
-  // results for them are dropped at the store.
-  var ia: array<u32, 8>;
-  var ib: array<u32, 8>;
-  for (var i = 0u; i < R; i++) {
-    ia[i] = baseA + a_index(min(row0 + i, p.M - 1u), 0u);
-    ib[i] = baseB + b_index(0u, min(col0 + i, p.N - 1u));
-  }
+  let ia0 = baseA + a_index(min(row0 + 0u, p.M - 1u), 0u);
+  let ia1 = baseA + a_index(min(row0 + 1u, p.M - 1u), 0u);
+  let ia2 = baseA + a_index(min(row0 + 2u, p.M - 1u), 0u);
+  let ia3 = baseA + a_index(min(row0 + 3u, p.M - 1u), 0u);
+  let ia4 = baseA + a_index(min(row0 + 4u, p.M - 1u), 0u);
+  let ia5 = baseA + a_index(min(row0 + 5u, p.M - 1u), 0u);
+  let ia6 = baseA + a_index(min(row0 + 6u, p.M - 1u), 0u);
+  let ia7 = baseA + a_index(min(row0 + 7u, p.M - 1u), 0u);
+  let ib0 = baseB + b_index(0u, min(col0 + 0u, p.N - 1u));
+  let ib1 = baseB + b_index(0u, min(col0 + 1u, p.N - 1u));
+  let ib2 = baseB + b_index(0u, min(col0 + 2u, p.N - 1u));
+  let ib3 = baseB + b_index(0u, min(col0 + 3u, p.N - 1u));
+  let ib4 = baseB + b_index(0u, min(col0 + 4u, p.N - 1u));
+  let ib5 = baseB + b_index(0u, min(col0 + 5u, p.N - 1u));
+  let ib6 = baseB + b_index(0u, min(col0 + 6u, p.N - 1u));
+  let ib7 = baseB + b_index(0u, min(col0 + 7u, p.N - 1u));
   let stepA = select(1u, p.M, TRANS_A);
   let stepB = select(p.N, 1u, TRANS_B);
-  var acc: array<f32, 64>;
-  for (var i = 0u; i < 64u; i++) { acc[i] = 0.0; }
-  var av: array<f32, 8>;
-  var bv: array<f32, 8>;
+  var c0a = vec4<f32>(0.0); var c0b = vec4<f32>(0.0);
+  var c1a = vec4<f32>(0.0); var c1b = vec4<f32>(0.0);
+  var c2a = vec4<f32>(0.0); var c2b = vec4<f32>(0.0);
+  var c3a = vec4<f32>(0.0); var c3b = vec4<f32>(0.0);
+  var c4a = vec4<f32>(0.0); var c4b = vec4<f32>(0.0);
+  var c5a = vec4<f32>(0.0); var c5b = vec4<f32>(0.0);
+  var c6a = vec4<f32>(0.0); var c6b = vec4<f32>(0.0);
+  var c7a = vec4<f32>(0.0); var c7b = vec4<f32>(0.0);
   for (var k = 0u; k < p.K; k++) {
     let oa = k * stepA;
     let ob = k * stepB;
-    for (var i = 0u; i < R; i++) {
-      av[i] = a[ia[i] + oa];
-      bv[i] = b[ib[i] + ob];
-    }
-    for (var i = 0u; i < R; i++) {
-      for (var j = 0u; j < R; j++) {
-        acc[i * R + j] = fma(av[i], bv[j], acc[i * R + j]);
-      }
-    }
+    let a0 = a[ia0 + oa];
+    let a1 = a[ia1 + oa];
+    let a2 = a[ia2 + oa];
+    let a3 = a[ia3 + oa];
+    let a4 = a[ia4 + oa];
+    let a5 = a[ia5 + oa];
+    let a6 = a[ia6 + oa];
+    let a7 = a[ia7 + oa];
+    let b0 = vec4<f32>(b[ib0 + ob], b[ib1 + ob], b[ib2 + ob], b[ib3 + ob]);
+    let b1 = vec4<f32>(b[ib4 + ob], b[ib5 + ob], b[ib6 + ob], b[ib7 + ob]);
+    c0a = fma(vec4<f32>(a0), b0, c0a); c0b = fma(vec4<f32>(a0), b1, c0b);
+    c1a = fma(vec4<f32>(a1), b0, c1a); c1b = fma(vec4<f32>(a1), b1, c1b);
+    c2a = fma(vec4<f32>(a2), b0, c2a); c2b = fma(vec4<f32>(a2), b1, c2b);
+    c3a = fma(vec4<f32>(a3), b0, c3a); c3b = fma(vec4<f32>(a3), b1, c3b);
+    c4a = fma(vec4<f32>(a4), b0, c4a); c4b = fma(vec4<f32>(a4), b1, c4b);
+    c5a = fma(vec4<f32>(a5), b0, c5a); c5b = fma(vec4<f32>(a5), b1, c5b);
+    c6a = fma(vec4<f32>(a6), b0, c6a); c6b = fma(vec4<f32>(a6), b1, c6b);
+    c7a = fma(vec4<f32>(a7), b0, c7a); c7b = fma(vec4<f32>(a7), b1, c7b);
   }
-  for (var i = 0u; i < R; i++) {
-    for (var j = 0u; j < R; j++) {
-      store(z, row0 + i, col0 + j, acc[i * R + j]);
-    }
-  }
+  store8(z, row0 + 0u, col0, c0a, c0b);
+  store8(z, row0 + 1u, col0, c1a, c1b);
+  store8(z, row0 + 2u, col0, c2a, c2b);
+  store8(z, row0 + 3u, col0, c3a, c3b);
+  store8(z, row0 + 4u, col0, c4a, c4b);
+  store8(z, row0 + 5u, col0, c5a, c5b);
+  store8(z, row0 + 6u, col0, c6a, c6b);
+  store8(z, row0 + 7u, col0, c7a, c7b);
 }
 
 // ---- workgroup-memory tiles: 16x16 threads, 64x64 tile, K step 16, 4x4 per thread ----

@@ -1,3 +1,4 @@
+import { equal } from "node:assert/strict";
 import { Matmul, type MatmulVariant } from "../src/ops/matmul.ts";
 import { Rng } from "../src/util/rng.ts";
 import { gpuTest } from "./_gpu.ts";
@@ -25,7 +26,7 @@ const SHAPES: [number, number, number][] = [[1, 1, 1], [7, 13, 5], [65, 63, 67],
 
 for (const variant of ["reg", "tiled"] as MatmulVariant[]) {
   gpuTest(
-    `matmul ${variant}: nt, nn, tn layouts match the f64 reference on odd shapes`,
+    `matmul ${variant}: nt, nn, tn layouts match the f64 reference on odd and aligned shapes`,
     async (rt) => {
       const mm = await Matmul.create(rt, variant);
       const rng = new Rng(7);
@@ -45,7 +46,9 @@ for (const variant of ["reg", "tiled"] as MatmulVariant[]) {
         const [y, dx, dw] = [rec.read(ty), rec.read(tdx), rec.read(tdw)];
         rt.submit(rec);
         const ref = linearBackward(dy, x, w, M, N, K);
-        const what = `${variant} ${M}x${N}x${K}`;
+        const path = mm.path(M, N, K);
+        equal(path, variant === "tiled" ? "tiled" : M % 4 || N % 4 || K % 4 ? "reg" : "reg4");
+        const what = `${variant}/${path} ${M}x${N}x${K}`;
         assertClose(await y, linearForward(x, w, M, N, K), { ...TOL, what: `${what} y` });
         assertClose(await dx, ref.dx, { ...TOL, what: `${what} dx` });
         assertClose(await dw, ref.dw.map((v, i) => v + dw0[i]), {
@@ -60,33 +63,35 @@ for (const variant of ["reg", "tiled"] as MatmulVariant[]) {
   gpuTest(`matmul ${variant}: batched with strides and alpha`, async (rt) => {
     const mm = await Matmul.create(rt, variant);
     const rng = new Rng(3);
-    const B = 3, M = 17, N = 9, K = 11, sA = M * K + 5, sB = N * K + 3, sC = M * N + 1;
-    const a = randf32(rng, B * sA), b = randf32(rng, B * sB);
-    const ta = rt.tensor("a", B * sA, a),
-      tb = rt.tensor("b", B * sB, b),
-      tc = rt.tensor("c", B * sC);
-    const rec = rt.record();
-    mm.record(rec, "nt", {
-      c: tc,
-      a: ta,
-      b: tb,
-      M,
-      N,
-      K,
-      batch: B,
-      strideA: sA,
-      strideB: sB,
-      strideC: sC,
-      alpha: 0.5,
-    });
-    const out = rec.read(tc);
-    rt.submit(rec);
-    const got = await out;
-    for (let z = 0; z < B; z++) {
-      const ref = linearForward(a.subarray(z * sA), b.subarray(z * sB), M, N, K).map((v) =>
-        v * 0.5
-      );
-      assertClose(got.subarray(z * sC, z * sC + M * N), ref, { ...TOL, what: `batch ${z}` });
+    for (const [M, N, K, pad] of [[17, 9, 11, 3], [20, 12, 8, 4]]) {
+      const B = 3, sA = M * K + pad, sB = N * K + pad, sC = M * N + pad;
+      const a = randf32(rng, B * sA), b = randf32(rng, B * sB);
+      const ta = rt.tensor("a", B * sA, a),
+        tb = rt.tensor("b", B * sB, b),
+        tc = rt.tensor("c", B * sC);
+      const rec = rt.record();
+      mm.record(rec, "nt", {
+        c: tc,
+        a: ta,
+        b: tb,
+        M,
+        N,
+        K,
+        batch: B,
+        strideA: sA,
+        strideB: sB,
+        strideC: sC,
+        alpha: 0.5,
+      });
+      const out = rec.read(tc);
+      rt.submit(rec);
+      const got = await out;
+      for (let z = 0; z < B; z++) {
+        const ref = linearForward(a.subarray(z * sA), b.subarray(z * sB), M, N, K).map((v) =>
+          v * 0.5
+        );
+        assertClose(got.subarray(z * sC, z * sC + M * N), ref, { ...TOL, what: `batch ${z}` });
+      }
     }
   });
 }

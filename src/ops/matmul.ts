@@ -3,6 +3,7 @@
  * The tuning (`reg` or `tiled`) follows the runtime's profile unless one is forced.
  */
 import src from "../../kernels/matmul.wgsl" with { type: "text" };
+import src4 from "../../kernels/matmul_vec4.wgsl" with { type: "text" };
 import {
   type Kernel,
   Params,
@@ -13,10 +14,14 @@ import {
 } from "../gpu/runtime.ts";
 
 export const matmulKernel: Kernel = { name: "kernels/matmul.wgsl", source: src };
+export const matmulVec4Kernel: Kernel = { name: "kernels/matmul_vec4.wgsl", source: src4 };
 
 /** nt: y = x W^T; nn: dx = dy W; tn: dW (+)= dy^T x. */
 export type Layout = "nt" | "nn" | "tn";
 export type MatmulVariant = "reg" | "tiled";
+
+/** Which compiled path a call takes (for tests and benchmarks). */
+export type MatmulPath = "reg" | "reg4" | "tiled";
 
 const TRANS: Record<Layout, [boolean, boolean]> = {
   nt: [false, true],
@@ -46,6 +51,8 @@ export class Matmul {
   private constructor(
     readonly variant: MatmulVariant,
     private readonly pipes: Record<Layout, Pipeline>,
+    /** vec4 twins of `reg` for shapes that are multiples of 4 (absent for `tiled`). */
+    private readonly pipes4: Record<Layout, Pipeline> | null,
   ) {}
 
   static async create(rt: Runtime, variant?: MatmulVariant): Promise<Matmul> {
@@ -62,7 +69,23 @@ export class Matmul {
         ] as const
       ),
     );
-    return new Matmul(v, Object.fromEntries(entries) as Record<Layout, Pipeline>);
+    let pipes4: Record<Layout, Pipeline> | null = null;
+    if (v === "reg") {
+      const e4 = await Promise.all(
+        (Object.keys(TRANS) as Layout[]).map(async (l) =>
+          [l, await rt.pipeline(matmulVec4Kernel, l, kinds)] as const
+        ),
+      );
+      pipes4 = Object.fromEntries(e4) as Record<Layout, Pipeline>;
+    }
+    return new Matmul(v, Object.fromEntries(entries) as Record<Layout, Pipeline>, pipes4);
+  }
+
+  /** The compiled path a call with these sizes takes. */
+  path(M: number, N: number, K: number, strides: number[] = []): MatmulPath {
+    if (this.variant === "tiled") return "tiled";
+    const aligned = [M, N, K, ...strides].every((v) => v % 4 === 0);
+    return aligned && this.pipes4 ? "reg4" : "reg";
   }
 
   /** Records C = alpha * op(A) op(B) + beta * C in the given layout. */
@@ -75,7 +98,10 @@ export class Matmul {
     need(x.c, (batch - 1) * sC + M * N, "C");
     const params = new Params(8).u32(M).u32(N).u32(K).u32(sA).u32(sB).u32(sC)
       .f32(x.alpha ?? 1).f32(x.beta ?? 0);
-    rec.dispatch(this.pipes[layout], [params, x.a, x.b, x.c], [
+    const aligned = this.path(M, N, K, [sA, sB, sC]) === "reg4" &&
+      [x.a, x.b, x.c].every((t) => t.offset % 16 === 0);
+    const pipe = aligned ? this.pipes4![layout] : this.pipes[layout];
+    rec.dispatch(pipe, [params, x.a, x.b, x.c], [
       Math.ceil(N / 64),
       Math.ceil(M / 64),
       batch,
