@@ -1,0 +1,145 @@
+/**
+ * A checkpoint directory: `model.safetensors` (F32 tensors with Hugging Face Gemma names, tied
+ * embedding, beta as `model.layers.i.self_attn.gate`) and `config.json` (GemmaConfig names
+ * plus the Infini fields). Loading checks that the two agree: every tensor the config implies
+ * is present with its shape, and nothing else is.
+ *
+ * Saving writes each file to a temporary name, fsyncs it and renames it over the old one
+ * (weights first, then config), so a kill at any moment leaves a readable checkpoint: within a
+ * run the config never changes, so either the old or the new weights sit beside an identical
+ * config.json. (Saving a *different* config into an existing directory has a window between
+ * the two renames; loading then fails with a clear error when the shapes disagree.)
+ *
+ * @example
+ * ```ts
+ * await saveCheckpoint("runs/a", cfg, params, { step: "100" });
+ * const { config, table, params } = await loadCheckpoint("runs/a");
+ * ```
+ */
+import { UserError } from "../cli/errors.ts";
+import { configDiff, fromHfConfig, type ModelConfig, toHfConfig } from "./config.ts";
+import { type ParamTable, paramTable } from "./params.ts";
+import {
+  readSafetensors,
+  type SafeTensor,
+  type TensorToWrite,
+  writeFileAtomic,
+  writeSafetensors,
+} from "./safetensors.ts";
+
+export const MODEL_FILE = "model.safetensors";
+export const CONFIG_FILE = "config.json";
+
+/** A loaded checkpoint: the config, its table, and the weights in the table's flat layout. */
+export interface Checkpoint {
+  readonly config: ModelConfig;
+  readonly table: ParamTable;
+  /** (table.total) f32, padding zero. */
+  readonly params: Float32Array;
+  /** model.safetensors' __metadata__ (e.g. the step it was saved at). */
+  readonly metadata: Record<string, string>;
+}
+
+/**
+ * Saves `params` (the flat layout of `paramTable(config)`) and the config into `dir`
+ * (created if needed). `metadata` values are stored in the safetensors header.
+ */
+export async function saveCheckpoint(
+  dir: string,
+  config: Readonly<ModelConfig>,
+  params: Float32Array,
+  metadata: Readonly<Record<string, string>> = {},
+): Promise<void> {
+  const table = paramTable(config);
+  if (params.length !== table.total) {
+    throw new Error(`saveCheckpoint: ${params.length} parameters, the table needs ${table.total}`);
+  }
+  await Deno.mkdir(dir, { recursive: true });
+  const tensors: [string, TensorToWrite][] = table.specs.map((s) => [
+    s.name,
+    { dtype: "F32", shape: s.shape, data: params.subarray(s.offset, s.offset + s.size) },
+  ]);
+  // "format": "pt" lets Hugging Face transformers accept the file.
+  await writeSafetensors(`${dir}/${MODEL_FILE}`, tensors, { format: "pt", ...metadata });
+  const json = JSON.stringify(toHfConfig(config), null, 2) + "\n";
+  await writeFileAtomic(`${dir}/${CONFIG_FILE}`, [new TextEncoder().encode(json)]);
+}
+
+/**
+ * Loads `dir`/config.json and `dir`/model.safetensors and checks that they agree. With
+ * `expect`, also checks that the stored config equals it (naming the differing fields).
+ * Tensors stored as F64, F16 or BF16 are converted to f32.
+ */
+export async function loadCheckpoint(
+  dir: string,
+  opts: { expect?: Readonly<ModelConfig> } = {},
+): Promise<Checkpoint> {
+  const configPath = `${dir}/${CONFIG_FILE}`;
+  let text: string;
+  try {
+    text = await Deno.readTextFile(configPath);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new UserError(`${dir}: no ${CONFIG_FILE} (not a checkpoint directory?)`);
+    }
+    throw e;
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new UserError(`${configPath}: not valid JSON (${(e as Error).message})`);
+  }
+  const config = fromHfConfig(json, configPath);
+  if (opts.expect) {
+    const diff = configDiff(opts.expect, config);
+    if (diff.length > 0) {
+      throw new UserError(`${configPath}: differs from the expected config (${diff.join("; ")})`);
+    }
+  }
+  const table = paramTable(config);
+  const modelPath = `${dir}/${MODEL_FILE}`;
+  const { tensors, metadata } = await readSafetensors(modelPath);
+  const params = new Float32Array(table.total);
+  tensorsToFlat(table, tensors, params, `${modelPath} (with ${CONFIG_FILE})`);
+  return { config, table, params, metadata };
+}
+
+/**
+ * Copies named tensors into a flat array in the table's layout, checking that every tensor of
+ * the table is present with its shape and that no other tensor is (one-line errors naming the
+ * tensor). `out` is a Float32Array (weights) or Float64Array (e.g. reference gradients).
+ */
+export function tensorsToFlat<A extends Float32Array | Float64Array>(
+  table: ParamTable,
+  tensors: ReadonlyMap<string, SafeTensor>,
+  out: A,
+  source: string,
+): A {
+  if (out.length !== table.total) {
+    throw new Error(`tensorsToFlat: output has ${out.length} elements, table needs ${table.total}`);
+  }
+  for (const s of table.specs) {
+    const t = tensors.get(s.name);
+    if (!t) {
+      throw new UserError(
+        `${source}: missing tensor '${s.name}' [${s.shape}] that the config requires`,
+      );
+    }
+    if (t.shape.length !== s.shape.length || t.shape.some((d, i) => d !== s.shape[i])) {
+      throw new UserError(
+        `${source}: tensor '${s.name}' has shape [${t.shape}], the config requires [${s.shape}]`,
+      );
+    }
+    out.set(t.data, s.offset);
+  }
+  const extra = [...tensors.keys()].filter((n) => !table.has(n));
+  if (extra.length > 0) {
+    throw new UserError(
+      `${source}: unexpected tensor '${extra[0]}'${
+        extra.length > 1 ? ` (and ${extra.length - 1} more)` : ""
+      } that the config does not describe`,
+    );
+  }
+  return out;
+}

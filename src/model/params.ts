@@ -1,0 +1,159 @@
+/**
+ * The parameter table, llm.c style: one ordered list of named tensors (Hugging Face Gemma
+ * names, [out, in] for linear layers) laid out in one flat f32 array. Each tensor starts at a
+ * multiple of 64 elements (256 bytes) so that a GPU view can bind it on its own.
+ *
+ * Order follows the forward pass: embedding, then per layer input norm, q/k/v/o projections,
+ * gate (Infini layers only), post-attention norm, MLP gate/up/down; then the final norm.
+ *
+ * @example
+ * ```ts
+ * const table = paramTable(preset("tiny"));
+ * const params = initParams(table, preset("tiny"), 1234); // Float32Array(table.total)
+ * const wq = table.get("model.layers.0.self_attn.q_proj.weight"); // {offset, shape: [H*D, C]}
+ * params.subarray(wq.offset, wq.offset + wq.size);
+ * ```
+ */
+import { isInfiniLayer, type ModelConfig } from "./config.ts";
+import { Rng } from "../util/rng.ts";
+
+/**
+ * Optimizer group: "decay" gets weight decay (matrices, embedding), "no_decay" none (norm
+ * weights), "gate" none and its own learning-rate multiplier (beta).
+ */
+export type ParamGroup = "decay" | "no_decay" | "gate";
+
+/** How a tensor is initialised. */
+export type ParamInit = "normal" | "zeros" | "beta";
+
+/** One tensor of the table. */
+export interface ParamSpec {
+  /** Hugging Face Gemma name, e.g. "model.layers.0.self_attn.q_proj.weight". */
+  readonly name: string;
+  /** Shape; [out, in] for linear layers. */
+  readonly shape: readonly number[];
+  readonly group: ParamGroup;
+  readonly init: ParamInit;
+  /** Offset in elements into the flat array; a multiple of {@link PARAM_ALIGN}. */
+  readonly offset: number;
+  /** Number of elements (product of shape). */
+  readonly size: number;
+}
+
+/** Alignment of each tensor in the flat array, in elements (256 bytes of f32). */
+export const PARAM_ALIGN = 64;
+
+/** The whole table. */
+export interface ParamTable {
+  /** Tensors in forward order. */
+  readonly specs: readonly ParamSpec[];
+  /** Length of the flat array (padding included). */
+  readonly total: number;
+  /** Number of parameters (padding excluded). */
+  readonly count: number;
+  /** The spec of a name; throws naming the tensor when absent. */
+  get(name: string): ParamSpec;
+  /** Whether a tensor of that name exists. */
+  has(name: string): boolean;
+}
+
+/** Names of one layer's tensors, shared by the table, the reference model and the GPU model. */
+export function layerNames(l: number) {
+  const p = `model.layers.${l}`;
+  return {
+    inputNorm: `${p}.input_layernorm.weight`,
+    q: `${p}.self_attn.q_proj.weight`,
+    k: `${p}.self_attn.k_proj.weight`,
+    v: `${p}.self_attn.v_proj.weight`,
+    o: `${p}.self_attn.o_proj.weight`,
+    gate: `${p}.self_attn.gate`,
+    postNorm: `${p}.post_attention_layernorm.weight`,
+    mlpGate: `${p}.mlp.gate_proj.weight`,
+    mlpUp: `${p}.mlp.up_proj.weight`,
+    mlpDown: `${p}.mlp.down_proj.weight`,
+  };
+}
+
+/** Names of the tensors outside the layers. */
+export const EMBED = "model.embed_tokens.weight";
+export const FINAL_NORM = "model.norm.weight";
+
+/** Builds the table from a config; allocates nothing (fine for seed-2b). */
+export function paramTable(cfg: Readonly<ModelConfig>): ParamTable {
+  const { vocabSize: V, hiddenSize: C, intermediateSize: F, numHeads: H, numKvHeads: Hkv } = cfg;
+  const D = cfg.headDim;
+  const specs: ParamSpec[] = [];
+  let offset = 0, count = 0;
+  const add = (name: string, shape: number[], group: ParamGroup, init: ParamInit) => {
+    const size = shape.reduce((a, b) => a * b, 1);
+    specs.push({ name, shape, group, init, offset, size });
+    count += size;
+    offset += Math.ceil(size / PARAM_ALIGN) * PARAM_ALIGN;
+  };
+  add(EMBED, [V, C], "decay", "normal");
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const n = layerNames(l);
+    add(n.inputNorm, [C], "no_decay", "zeros");
+    add(n.q, [H * D, C], "decay", "normal");
+    add(n.k, [Hkv * D, C], "decay", "normal");
+    add(n.v, [Hkv * D, C], "decay", "normal");
+    add(n.o, [C, H * D], "decay", "normal");
+    if (isInfiniLayer(cfg, l)) add(n.gate, [H], "gate", "beta");
+    add(n.postNorm, [C], "no_decay", "zeros");
+    add(n.mlpGate, [F, C], "decay", "normal");
+    add(n.mlpUp, [F, C], "decay", "normal");
+    add(n.mlpDown, [C, F], "decay", "normal");
+  }
+  add(FINAL_NORM, [C], "no_decay", "zeros");
+  const byName = new Map(specs.map((s) => [s.name, s]));
+  return {
+    specs,
+    total: offset,
+    count,
+    get(name: string): ParamSpec {
+      const s = byName.get(name);
+      if (!s) throw new Error(`no parameter named '${name}' in this model`);
+      return s;
+    },
+    has: (name: string) => byName.has(name),
+  };
+}
+
+/** Number of parameters of a config, without allocating anything. */
+export function paramCount(cfg: Readonly<ModelConfig>): number {
+  return paramTable(cfg).count;
+}
+
+/**
+ * Seeded initialisation into a new flat Float32Array (padding left at 0): N(0, initStd) for
+ * the embedding and every linear, 0 for norm weights (Gemma stores w in x * (1 + w), so 0 is
+ * the identity scale), betaInit for the gates. Each tensor draws from its own generator seeded
+ * by (seed, name), so a tensor's values do not depend on which other tensors exist (e.g. the
+ * Infini layer choice leaves the shared weights unchanged).
+ */
+export function initParams(
+  table: ParamTable,
+  cfg: Readonly<ModelConfig>,
+  seed: number,
+): Float32Array {
+  const out = new Float32Array(table.total);
+  for (const s of table.specs) {
+    const dst = out.subarray(s.offset, s.offset + s.size);
+    if (s.init === "normal") {
+      const rng = new Rng(tensorSeed(seed, s.name));
+      for (let i = 0; i < s.size; i++) dst[i] = rng.normal() * cfg.initStd;
+    } else if (s.init === "beta") {
+      dst.fill(cfg.betaInit);
+    }
+  }
+  return out;
+}
+
+/** FNV-1a of the name mixed with the seed: a per-tensor seed. */
+function tensorSeed(seed: number, name: string): number {
+  let h = (0x811c9dc5 ^ (seed >>> 0)) >>> 0;
+  for (let i = 0; i < name.length; i++) {
+    h = Math.imul(h ^ name.charCodeAt(i), 0x01000193) >>> 0;
+  }
+  return (h ^ Math.imul(seed >>> 0, 0x9e3779b1)) >>> 0;
+}

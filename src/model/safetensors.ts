@@ -1,0 +1,386 @@
+/**
+ * safetensors files (https://huggingface.co/docs/safetensors): an 8-byte little-endian header
+ * length N, N bytes of JSON `{"__metadata__": {str: str}, name: {dtype, shape, data_offsets:
+ * [begin, end]}}`, then the data section; offsets are relative to the data section.
+ *
+ * Reads F64 (to Float64Array) and F32, F16, BF16 (to Float32Array); writes F32 and F64.
+ * Everything is validated before any tensor is read: header length against the file size,
+ * UTF-8 and JSON, dtype, shape, offsets inside the data section, size = product(shape) *
+ * dtype size, no two tensors overlapping. Errors are one line naming the file and tensor.
+ * Writes are atomic: a temporary file in the same directory, fsync, rename, fsync directory.
+ *
+ * @example
+ * ```ts
+ * await writeSafetensors("w.safetensors", [["w", { dtype: "F32", shape: [2], data: new Float32Array([1, 2]) }]]);
+ * const { tensors } = await readSafetensors("w.safetensors");
+ * tensors.get("w")!.data; // Float32Array [1, 2]
+ * ```
+ */
+import { UserError } from "../cli/errors.ts";
+
+/** Dtypes this reader understands. */
+export type SafeDType = "F64" | "F32" | "F16" | "BF16";
+
+const DTYPE_BYTES: Record<SafeDType, number> = { F64: 8, F32: 4, F16: 2, BF16: 2 };
+
+/** Largest header accepted (the reference implementation's limit). */
+export const MAX_HEADER_BYTES = 100_000_000;
+
+/** A tensor as read: F64 stays f64, the other dtypes are widened to f32. */
+export interface SafeTensor {
+  /** Dtype as stored in the file. */
+  readonly dtype: SafeDType;
+  readonly shape: readonly number[];
+  readonly data: Float32Array | Float64Array;
+}
+
+/** A tensor to write; `data.length` must equal the product of `shape`. */
+export interface TensorToWrite {
+  readonly dtype: "F32" | "F64";
+  readonly shape: readonly number[];
+  readonly data: Float32Array | Float64Array;
+}
+
+/** A whole file: tensors in header order, and the string metadata. */
+export interface SafetensorsFile {
+  readonly tensors: Map<string, SafeTensor>;
+  readonly metadata: Record<string, string>;
+}
+
+/** A tensor's header entry after validation; offsets relative to the data section. */
+interface Entry {
+  name: string;
+  dtype: SafeDType;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+function requireLittleEndian(): void {
+  if (!LITTLE_ENDIAN) throw new Error("safetensors: big-endian hosts are not supported");
+}
+
+/**
+ * Validates the JSON header against a data section of `dataSize` bytes and returns the
+ * entries sorted by offset.
+ */
+function parseHeader(
+  headerBytes: Uint8Array,
+  dataSize: number,
+  source: string,
+): { entries: Entry[]; metadata: Record<string, string> } {
+  const fail = (msg: string): never => {
+    throw new UserError(`${source}: ${msg}`);
+  };
+  let text = "";
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(headerBytes);
+  } catch {
+    fail("the header is not valid UTF-8 (not a safetensors file?)");
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    fail(`the header is not valid JSON (${(e as Error).message}; not a safetensors file?)`);
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    fail("the header is not a JSON object");
+  }
+  const metadata: Record<string, string> = {};
+  const entries: Entry[] = [];
+  for (const [name, raw] of Object.entries(json as Record<string, unknown>)) {
+    if (name === "__metadata__") {
+      if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+        fail("__metadata__ is not an object");
+      }
+      for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
+        if (typeof v !== "string") fail(`__metadata__ '${k}' is not a string`);
+        metadata[k] = v as string;
+      }
+      continue;
+    }
+    const bad = (msg: string): never => fail(`tensor '${name}': ${msg}`);
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+      bad("header entry is not an object");
+    }
+    const { dtype, shape, data_offsets } = raw as Record<string, unknown>;
+    if (typeof dtype !== "string" || !(dtype in DTYPE_BYTES)) {
+      bad(`dtype ${JSON.stringify(dtype)} is not supported (expected F64, F32, F16 or BF16)`);
+    }
+    if (
+      !Array.isArray(shape) ||
+      shape.some((d) => typeof d !== "number" || !Number.isSafeInteger(d) || d < 0)
+    ) {
+      bad(`shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+    }
+    if (
+      !Array.isArray(data_offsets) || data_offsets.length !== 2 ||
+      data_offsets.some((d) => typeof d !== "number" || !Number.isSafeInteger(d) || d < 0)
+    ) {
+      bad(`data_offsets ${JSON.stringify(data_offsets)} is not a pair of non-negative integers`);
+    }
+    const [begin, end] = data_offsets as number[];
+    if (begin > end) bad(`data_offsets [${begin}, ${end}] are reversed`);
+    if (end > dataSize) {
+      bad(
+        `data_offsets [${begin}, ${end}] run past the data section (${dataSize} bytes; file truncated?)`,
+      );
+    }
+    const elements = (shape as number[]).reduce((a, b) => a * b, 1);
+    const bytes = elements * DTYPE_BYTES[dtype as SafeDType];
+    if (!Number.isSafeInteger(bytes) || bytes !== end - begin) {
+      bad(
+        `${
+          end - begin
+        } bytes at [${begin}, ${end}) but shape [${shape}] of ${dtype} needs ${bytes}`,
+      );
+    }
+    entries.push({ name, dtype: dtype as SafeDType, shape: shape as number[], begin, end });
+  }
+  const sorted = [...entries].filter((e) => e.end > e.begin).sort((a, b) => a.begin - b.begin);
+  for (let i = 1; i < sorted.length; i++) {
+    if (sorted[i].begin < sorted[i - 1].end) {
+      fail(
+        `tensor '${sorted[i].name}' [${sorted[i].begin}, ${sorted[i].end}) overlaps tensor '${
+          sorted[i - 1].name
+        }' [${sorted[i - 1].begin}, ${sorted[i - 1].end})`,
+      );
+    }
+  }
+  return { entries, metadata };
+}
+
+/** Reads the header length and checks it against the file size. */
+function headerLength(first8: Uint8Array, fileSize: number, source: string): number {
+  if (fileSize < 8) {
+    throw new UserError(`${source}: ${fileSize} bytes is too short for a safetensors file`);
+  }
+  const n = new DataView(first8.buffer, first8.byteOffset, 8).getBigUint64(0, true);
+  if (n > BigInt(Math.min(MAX_HEADER_BYTES, fileSize - 8))) {
+    throw new UserError(
+      `${source}: header length ${n} exceeds the ${fileSize}-byte file${
+        n > BigInt(MAX_HEADER_BYTES) ? ` or the ${MAX_HEADER_BYTES}-byte limit` : ""
+      } (truncated or not a safetensors file?)`,
+    );
+  }
+  return Number(n);
+}
+
+/** Widens stored bytes (a fresh, aligned copy) to the in-memory array. */
+function decodeData(dtype: SafeDType, bytes: Uint8Array): Float32Array | Float64Array {
+  requireLittleEndian();
+  const buf = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength
+    ? bytes.buffer
+    : bytes.slice().buffer;
+  switch (dtype) {
+    case "F64":
+      return new Float64Array(buf);
+    case "F32":
+      return new Float32Array(buf);
+    case "BF16": {
+      const src = new Uint16Array(buf), bits = new Uint32Array(src.length);
+      for (let i = 0; i < src.length; i++) bits[i] = src[i] << 16;
+      return new Float32Array(bits.buffer);
+    }
+    case "F16": {
+      const src = new Uint16Array(buf), out = new Float32Array(src.length);
+      for (let i = 0; i < src.length; i++) out[i] = halfToFloat(src[i]);
+      return out;
+    }
+  }
+}
+
+/** IEEE binary16 bits to a number. */
+export function halfToFloat(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >> 10) & 0x1f, frac = h & 0x3ff;
+  if (exp === 0) return sign * frac * 2 ** -24;
+  if (exp === 31) return frac === 0 ? sign * Infinity : NaN;
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+}
+
+/** Decodes a whole safetensors file held in memory; `source` names it in errors. */
+export function decodeSafetensors(bytes: Uint8Array, source = "safetensors"): SafetensorsFile {
+  const n = headerLength(bytes.subarray(0, 8), bytes.length, source);
+  const dataStart = 8 + n;
+  const { entries, metadata } = parseHeader(
+    bytes.subarray(8, dataStart),
+    bytes.length - dataStart,
+    source,
+  );
+  const tensors = new Map<string, SafeTensor>();
+  for (const e of entries) {
+    const data = decodeData(e.dtype, bytes.slice(dataStart + e.begin, dataStart + e.end));
+    tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data });
+  }
+  return { tensors, metadata };
+}
+
+/**
+ * Reads a safetensors file tensor by tensor (never the whole file at once), after validating
+ * the header against the file's size.
+ */
+export async function readSafetensors(path: string): Promise<SafetensorsFile> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new UserError(`${path}: no such file`);
+    throw e;
+  }
+  try {
+    const size = (await file.stat()).size;
+    const first8 = new Uint8Array(8);
+    if (size >= 8) await readExactAt(file, 0, first8, path);
+    const n = headerLength(first8, size, path);
+    const header = new Uint8Array(n);
+    await readExactAt(file, 8, header, path);
+    const dataStart = 8 + n;
+    const { entries, metadata } = parseHeader(header, size - dataStart, path);
+    const tensors = new Map<string, SafeTensor>();
+    for (const e of entries) {
+      const bytes = new Uint8Array(e.end - e.begin);
+      await readExactAt(file, dataStart + e.begin, bytes, `${path}: tensor '${e.name}'`);
+      tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data: decodeData(e.dtype, bytes) });
+    }
+    return { tensors, metadata };
+  } finally {
+    file.close();
+  }
+}
+
+async function readExactAt(
+  file: Deno.FsFile,
+  pos: number,
+  out: Uint8Array,
+  source: string,
+): Promise<void> {
+  await file.seek(pos, Deno.SeekMode.Start);
+  let got = 0;
+  while (got < out.length) {
+    const n = await file.read(out.subarray(got));
+    if (n === null) throw new UserError(`${source}: unexpected end of file at byte ${pos + got}`);
+    got += n;
+  }
+}
+
+/** Tensors to write, in the order they are laid out. */
+export type TensorList =
+  | Iterable<readonly [string, TensorToWrite]>
+  | ReadonlyMap<string, TensorToWrite>;
+
+/** The header bytes (length prefix included, padded with spaces to a multiple of 8) and the
+ * data chunks in order. */
+function layout(
+  tensors: TensorList,
+  metadata: Readonly<Record<string, string>>,
+): { header: Uint8Array; chunks: Uint8Array[] } {
+  requireLittleEndian();
+  const json: Record<string, unknown> = {};
+  if (Object.keys(metadata).length > 0) {
+    for (const [k, v] of Object.entries(metadata)) {
+      if (typeof v !== "string") throw new TypeError(`metadata '${k}' must be a string`);
+    }
+    json.__metadata__ = metadata;
+  }
+  const chunks: Uint8Array[] = [];
+  let at = 0;
+  for (const [name, t] of tensors) {
+    if (name === "__metadata__" || name in json) {
+      throw new TypeError(`tensor name '${name}' is reserved or repeated`);
+    }
+    const elements = t.shape.reduce((a, b) => a * b, 1);
+    const want = t.dtype === "F64" ? Float64Array : Float32Array;
+    if (!(t.data instanceof want) || t.data.length !== elements) {
+      throw new TypeError(
+        `tensor '${name}': ${t.data.constructor.name}(${t.data.length}) does not match ${t.dtype} [${t.shape}]`,
+      );
+    }
+    const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+    json[name] = { dtype: t.dtype, shape: [...t.shape], data_offsets: [at, at + bytes.length] };
+    chunks.push(bytes);
+    at += bytes.length;
+  }
+  let text = JSON.stringify(json);
+  const raw = new TextEncoder().encode(text);
+  text += " ".repeat((8 - (raw.length % 8)) % 8);
+  const body = new TextEncoder().encode(text);
+  const header = new Uint8Array(8 + body.length);
+  new DataView(header.buffer).setBigUint64(0, BigInt(body.length), true);
+  header.set(body, 8);
+  return { header, chunks };
+}
+
+/** Encodes tensors and metadata as one safetensors byte array (small files and tests). */
+export function encodeSafetensors(
+  tensors: TensorList,
+  metadata: Readonly<Record<string, string>> = {},
+): Uint8Array {
+  const { header, chunks } = layout(tensors, metadata);
+  const out = new Uint8Array(header.length + chunks.reduce((a, c) => a + c.length, 0));
+  out.set(header, 0);
+  let at = header.length;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
+/** Writes a safetensors file atomically, streaming each tensor's bytes (no full copy). */
+export async function writeSafetensors(
+  path: string,
+  tensors: TensorList,
+  metadata: Readonly<Record<string, string>> = {},
+): Promise<void> {
+  const { header, chunks } = layout(tensors, metadata);
+  await writeFileAtomic(path, [header, ...chunks]);
+}
+
+/**
+ * Writes `chunks` to `path` atomically: a temporary file in the same directory, fsync, rename
+ * over `path`, then fsync of the directory. A crash at any moment leaves either the old file
+ * or the new one, never a torn one. The temporary file is removed on failure.
+ */
+export async function writeFileAtomic(path: string, chunks: Iterable<Uint8Array>): Promise<void> {
+  const slash = path.lastIndexOf("/");
+  const dir = slash >= 0 ? path.slice(0, slash) || "/" : ".";
+  const base = path.slice(slash + 1);
+  const tmp = `${dir}/.${base}.tmp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+  const file = await Deno.open(tmp, { write: true, createNew: true });
+  let ok = false;
+  try {
+    for (const c of chunks) {
+      let done = 0;
+      while (done < c.length) done += await file.write(c.subarray(done));
+    }
+    await file.sync();
+    ok = true;
+  } finally {
+    file.close();
+    if (!ok) await Deno.remove(tmp).catch(() => {});
+  }
+  try {
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+  await syncDir(dir);
+}
+
+/** fsync of a directory so that a rename survives a power cut (best effort where unsupported). */
+async function syncDir(dir: string): Promise<void> {
+  let d: Deno.FsFile | undefined;
+  try {
+    d = await Deno.open(dir, { read: true });
+    await d.sync();
+  } catch {
+    // Some platforms cannot open or fsync a directory; the rename is still atomic.
+  } finally {
+    d?.close();
+  }
+}
