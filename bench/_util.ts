@@ -1,0 +1,65 @@
+/** Shared helpers for bench tasks: timing GPU work by whole submits, tables and JSON output. */
+import type { Recorder, Runtime } from "../src/gpu/runtime.ts";
+
+/**
+ * Seconds per call of `record` (which records one call into a recorder): one warm-up submit,
+ * then `reps` calls recorded into one submit, timed to completion. The 11 ms GPU-wait tick of
+ * lavapipe is amortised over the reps.
+ */
+export async function timeGpu(
+  rt: Runtime,
+  record: (rec: Recorder) => void,
+  opts: { reps?: number; minSeconds?: number } = {},
+): Promise<number> {
+  let rec = rt.record("warmup");
+  record(rec);
+  rt.submit(rec);
+  await rt.sync();
+  let reps = opts.reps ?? 3;
+  for (;;) {
+    const t0 = performance.now();
+    rec = rt.record("bench");
+    for (let i = 0; i < reps; i++) record(rec);
+    rt.submit(rec);
+    await rt.sync();
+    const dt = (performance.now() - t0) / 1000;
+    if (dt >= (opts.minSeconds ?? 0.3) || reps >= 1000) return dt / reps;
+    reps = Math.min(
+      1000,
+      Math.ceil(reps * Math.max(2, (opts.minSeconds ?? 0.3) / Math.max(dt, 1e-3))),
+    );
+  }
+}
+
+/** Prints rows as an aligned text table. */
+export function printTable(rows: Record<string, string | number>[]): void {
+  if (rows.length === 0) return;
+  const cols = Object.keys(rows[0]);
+  const cell = (v: string | number) => (typeof v === "number" ? fmtNum(v) : v);
+  const w = cols.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c] ?? "").length)));
+  console.log(cols.map((c, i) => c.padEnd(w[i])).join("  "));
+  console.log(w.map((n) => "-".repeat(n)).join("  "));
+  for (const r of rows) {
+    console.log(
+      cols.map((c, i) => {
+        const v = r[c] ?? "";
+        return typeof v === "number" ? cell(v).padStart(w[i]) : v.padEnd(w[i]);
+      }).join("  "),
+    );
+  }
+}
+
+function fmtNum(v: number): string {
+  if (Number.isInteger(v)) return String(v);
+  if (Math.abs(v) >= 100) return v.toFixed(1);
+  if (Math.abs(v) >= 1) return v.toFixed(2);
+  return v.toPrecision(3);
+}
+
+/** Writes a JSON result file and says where. */
+export async function writeJson(path: string, data: unknown): Promise<void> {
+  const dir = path.substring(0, path.lastIndexOf("/"));
+  if (dir) await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(path, JSON.stringify(data, null, 2) + "\n");
+  console.log(`\nJSON written to ${path}`);
+}

@@ -1,0 +1,750 @@
+/**
+ * The Infini-Gemma model on the GPU, llm.c style: the forward is an explicit list of kernel
+ * calls, layer by layer, and the backward is that list reversed, written out below it.
+ *
+ * Training runs LAYER-MAJOR: each layer processes all segments of all B sequences at once
+ * (rows = B * T, row (b, s, t) = (b * nS + s) * S + t); only the compressive memory runs a
+ * recurrence over segments, inside the Infini op. Evaluation streams SEGMENT-MAJOR by calling
+ * the same forward with T = S and carrying (M, z) between calls (`carry`).
+ *
+ * Per layer l (pre-norm Gemma block with Infini-attention):
+ *   xn1 = RMSNorm(x_l; w_in)                          (rows, C)
+ *   q, k, v = xn1 Wq^T, xn1 Wk^T, xn1 Wv^T            (rows, H*D), (rows, Hkv*D) x 2
+ *   qr, kr = RoPE(q), RoPE(k)                         positions restart every segment
+ *   adot, lse = causal attention(qr, kr, v) per segment
+ *   A = sigmoid(beta) A_mem(q, k, v; M, z) + (1 - sigmoid(beta)) adot    (Infini layers)
+ *   A = adot                                                             (plain layers)
+ *   xmid = x_l + A Wo^T ; xn2 = RMSNorm(xmid; w_post)   (fused add + norm)
+ *   h = gelu_tanh(xn2 Wg^T) * (xn2 Wu^T)              (rows, F)
+ *   x_{l+1} = xmid + h Wd^T                           (fused into the next norm)
+ * then xf = RMSNorm(x_L; w_final) and the loss of the tied LM head, fused and chunked.
+ */
+import type { Recorder, Runtime, Tensor } from "../gpu/runtime.ts";
+import { Add } from "../ops/add.ts";
+import { Adamw, type AdamwHyper, type GradStats } from "../ops/adamw.ts";
+import { Attention } from "../ops/attention.ts";
+import { Embedding, type TokenIndex } from "../ops/embedding.ts";
+import { GeGLU } from "../ops/geglu.ts";
+import { type GateMode, InfiniMemory, type InfiniShape } from "../ops/infini.ts";
+import { Matmul } from "../ops/matmul.ts";
+import { RmsNorm } from "../ops/rmsnorm.ts";
+import { Rope } from "../ops/rope.ts";
+import { Xent } from "../ops/xent.ts";
+import { isInfiniLayer, type ModelConfig } from "./config.ts";
+import { EMBED, FINAL_NORM, layerNames, type ParamTable, paramTable } from "./params.ts";
+
+/** Target id meaning "no prediction here". */
+export const IGNORE = 0xffffffff;
+
+/** Gate modes of the memory path: learned, memory off (g = 0), memory read zeroed. */
+export const GATE = { learned: 0, off: 1, zeroRead: 2 } as const satisfies Record<string, GateMode>;
+
+export interface ModelOptions {
+  /** Sequences per call. */
+  B: number;
+  /** Tokens per sequence per call: the training sequence length, or S when streaming. */
+  T: number;
+  /** Allocate gradients, saved activations of every layer and the optimizer. */
+  train: boolean;
+}
+
+/** The optimizer's settings (per-group multipliers come from the config and param table). */
+export interface OptimizerOptions {
+  weightDecay: number;
+}
+
+/** One layer's weights (views into the flat parameter buffer). */
+interface LayerWeights {
+  inNorm: Tensor;
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  o: Tensor;
+  gate: Tensor | null;
+  postNorm: Tensor;
+  mlpGate: Tensor;
+  mlpUp: Tensor;
+  mlpDown: Tensor;
+}
+
+/** What one layer's forward keeps for its backward. */
+interface LayerActs {
+  /** Input of the layer's attention norm: x_l (rows, C). */
+  x: Tensor;
+  xn1: Tensor;
+  rstd1: Tensor;
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  qr: Tensor;
+  kr: Tensor;
+  adot: Tensor;
+  lse: Tensor;
+  /** Gated output (Infini layers), the input of o_proj; adot itself for plain layers. */
+  A: Tensor;
+  Mprev: Tensor | null;
+  zprev: Tensor | null;
+  W: Tensor | null;
+  /** x_l + attention output (rows, C). */
+  xmid: Tensor;
+  xn2: Tensor;
+  rstd2: Tensor;
+  g: Tensor;
+  u: Tensor;
+  h: Tensor;
+}
+
+/** Memory state of one Infini layer: carried in, produced out (B, Hkv, D, D) and (B, Hkv, D). */
+interface LayerState {
+  Min: Tensor;
+  zin: Tensor;
+  Mout: Tensor;
+  zout: Tensor;
+}
+
+export class InfiniGemma {
+  readonly table: ParamTable;
+  readonly rows: number;
+  readonly nS: number;
+  /** All parameters, laid out as `table` says (one buffer). */
+  readonly params: Tensor;
+  /** Gradients in the same layout (train only). */
+  readonly grads: Tensor | null;
+  /** Loss of the last forward (1 element): scale * sum of weighted NLL. */
+  readonly loss: Tensor;
+  /** Per-row NLL of the last forward (rows). */
+  readonly nll: Tensor;
+  optimizer: Adamw | null = null;
+
+  #host: TokenIndex | null = null;
+  #scale = 0;
+
+  private constructor(
+    readonly rt: Runtime,
+    readonly cfg: Readonly<ModelConfig>,
+    readonly opts: Readonly<ModelOptions>,
+    private readonly k: {
+      mm: Matmul;
+      norm: RmsNorm;
+      rope: Rope;
+      attn: Attention;
+      mem: InfiniMemory | null;
+      geglu: GeGLU;
+      emb: Embedding;
+      xent: Xent;
+      add: Add;
+    },
+    private readonly b: {
+      tokens: Tensor;
+      index: Tensor;
+      targets: Tensor;
+      weights: Tensor;
+      ropeTable: Tensor;
+      x0: Tensor;
+      acts: LayerActs[];
+      states: (LayerState | null)[];
+      xL: Tensor;
+      xf: Tensor;
+      rstdF: Tensor;
+      attnOut: Tensor;
+      mlpOut: Tensor;
+      // backward scratch (train only)
+      dres: Tensor | null;
+      dxf: Tensor | null;
+      dh: Tensor | null;
+      dg: Tensor | null;
+      du: Tensor | null;
+      dxn: Tensor | null;
+      dA: Tensor | null;
+      dadot: Tensor | null;
+      dsum: Tensor | null;
+      dqr: Tensor | null;
+      dkr: Tensor | null;
+      dvA: Tensor | null;
+      dqRope: Tensor | null;
+      dkRope: Tensor | null;
+      dq: Tensor | null;
+      dk: Tensor | null;
+      dv: Tensor | null;
+      normScratch: Tensor | null;
+      memWork: Tensor | null;
+      dMin: Tensor | null;
+      dzin: Tensor | null;
+    },
+    private readonly w: { embed: Tensor; finalNorm: Tensor; layers: LayerWeights[] },
+    private readonly gw: { embed: Tensor; finalNorm: Tensor; layers: LayerWeights[] } | null,
+    table: ParamTable,
+    params: Tensor,
+    grads: Tensor | null,
+    loss: Tensor,
+    nll: Tensor,
+  ) {
+    this.table = table;
+    this.rows = opts.B * opts.T;
+    this.nS = opts.T / cfg.segmentLength;
+    this.params = params;
+    this.grads = grads;
+    this.loss = loss;
+    this.nll = nll;
+  }
+
+  /** Compiles the kernels and allocates every buffer once. */
+  static async create(
+    rt: Runtime,
+    cfg: Readonly<ModelConfig>,
+    opts: ModelOptions,
+  ): Promise<InfiniGemma> {
+    const { B, T, train } = opts;
+    const S = cfg.segmentLength;
+    if (!Number.isInteger(T / S) || T < S) {
+      throw new RangeError(
+        `sequence length ${T} must be a positive multiple of the segment length ${S}`,
+      );
+    }
+    const C = cfg.hiddenSize, F = cfg.intermediateSize, H = cfg.numHeads, Hkv = cfg.numKvHeads;
+    const D = cfg.headDim, V = cfg.vocabSize, L = cfg.numLayers;
+    const rows = B * T, nS = T / S;
+    const table = paramTable(cfg);
+    const anyInfini = Array.from({ length: L }, (_, l) => isInfiniLayer(cfg, l)).some(Boolean);
+    const mm = await Matmul.create(rt);
+    const [norm, rope, attn, mem, geglu, emb, xent, add] = await Promise.all([
+      RmsNorm.create(rt),
+      Rope.create(rt),
+      Attention.create(rt, D),
+      anyInfini ? InfiniMemory.create(rt, D, cfg.memoryUpdate) : Promise.resolve(null),
+      GeGLU.create(rt),
+      Embedding.create(rt),
+      Xent.create(rt, { maxRows: rows, V, C, mm }),
+      Add.create(rt),
+    ]);
+
+    const params = rt.tensor("params", table.total);
+    const grads = train ? rt.tensor("grads", table.total) : null;
+    const views = (buf: Tensor, tag: string) => {
+      const v = (name: string) => {
+        const s = table.get(name);
+        return buf.view(s.offset, s.size, `${tag}:${name}`);
+      };
+      return {
+        embed: v(EMBED),
+        finalNorm: v(FINAL_NORM),
+        layers: Array.from({ length: L }, (_, l): LayerWeights => {
+          const n = layerNames(l);
+          return {
+            inNorm: v(n.inputNorm),
+            q: v(n.q),
+            k: v(n.k),
+            v: v(n.v),
+            o: v(n.o),
+            gate: isInfiniLayer(cfg, l) ? v(n.gate) : null,
+            postNorm: v(n.postNorm),
+            mlpGate: v(n.mlpGate),
+            mlpUp: v(n.mlpUp),
+            mlpDown: v(n.mlpDown),
+          };
+        }),
+      };
+    };
+
+    const t = (label: string, n: number) => rt.tensor(label, n);
+    const shape: InfiniShape = { B, nS, S, H, Hkv, D };
+    const msz = InfiniMemory.sizes(shape, cfg.memoryUpdate);
+    // Training keeps every layer's activations; inference reuses one set for all layers.
+    const makeActs = (tag: string, l: number): LayerActs => {
+      const inf = isInfiniLayer(cfg, l);
+      const adot = t(`${tag}.adot`, rows * H * D);
+      return {
+        x: t(`${tag}.x`, rows * C),
+        xn1: t(`${tag}.xn1`, rows * C),
+        rstd1: t(`${tag}.rstd1`, rows),
+        q: t(`${tag}.q`, rows * H * D),
+        k: t(`${tag}.k`, rows * Hkv * D),
+        v: t(`${tag}.v`, rows * Hkv * D),
+        qr: t(`${tag}.qr`, rows * H * D),
+        kr: t(`${tag}.kr`, rows * Hkv * D),
+        adot,
+        lse: t(`${tag}.lse`, rows * H),
+        A: inf ? t(`${tag}.A`, rows * H * D) : adot,
+        Mprev: inf ? t(`${tag}.Mprev`, msz.Mprev) : null,
+        zprev: inf ? t(`${tag}.zprev`, msz.zprev) : null,
+        W: inf && cfg.memoryUpdate === "delta" ? t(`${tag}.W`, msz.W) : null,
+        xmid: t(`${tag}.xmid`, rows * C),
+        xn2: t(`${tag}.xn2`, rows * C),
+        rstd2: t(`${tag}.rstd2`, rows),
+        g: t(`${tag}.g`, rows * F),
+        u: t(`${tag}.u`, rows * F),
+        h: t(`${tag}.h`, rows * F),
+      };
+    };
+    let acts: LayerActs[];
+    if (train) acts = Array.from({ length: L }, (_, l) => makeActs(`L${l}`, l));
+    else {
+      // One set serves every layer (x_l is only read inside layer l, and x_{l+1} is formed
+      // from xmid_l, a different buffer); it has the Infini buffers if any layer needs them.
+      const shared = makeActs("act", anyInfini ? infiniIndex(cfg) : 0);
+      acts = Array.from(
+        { length: L },
+        (_, l) =>
+          isInfiniLayer(cfg, l)
+            ? shared
+            : { ...shared, A: shared.adot, Mprev: null, zprev: null, W: null },
+      );
+    }
+    const states = Array.from({ length: L }, (_, l): LayerState | null =>
+      isInfiniLayer(cfg, l)
+        ? {
+          Min: t(`L${l}.Min`, msz.state),
+          zin: t(`L${l}.zin`, msz.stateZ),
+          Mout: t(`L${l}.Mout`, msz.state),
+          zout: t(`L${l}.zout`, msz.stateZ),
+        }
+        : null);
+    const tr = (label: string, n: number) => (train ? t(label, n) : null);
+    const bufs = {
+      tokens: t("tokens", rows),
+      index: t("tokens.index", Embedding.indexLength(rows)),
+      targets: t("targets", rows),
+      weights: t("weights", rows),
+      ropeTable: rt.tensor(
+        "rope.table",
+        Rope.tableLength(S, D),
+        Rope.buildTable(S, D, cfg.ropeTheta),
+      ),
+      x0: acts[0].x,
+      acts,
+      states,
+      xL: t("xL", rows * C),
+      xf: t("xf", rows * C),
+      rstdF: t("rstdF", rows),
+      attnOut: t("attnOut", rows * C),
+      mlpOut: t("mlpOut", rows * C),
+      dres: tr("d.res", rows * C),
+      dxf: tr("d.xf", rows * C),
+      dh: tr("d.h", rows * F),
+      dg: tr("d.g", rows * F),
+      du: tr("d.u", rows * F),
+      dxn: tr("d.xn", rows * C),
+      dA: tr("d.A", rows * H * D),
+      dadot: tr("d.adot", rows * H * D),
+      dsum: tr("d.sum", rows * H),
+      dqr: tr("d.qr", rows * H * D),
+      dkr: tr("d.kr", rows * Hkv * D),
+      dvA: tr("d.vA", rows * Hkv * D),
+      dqRope: tr("d.qRope", rows * H * D),
+      dkRope: tr("d.kRope", rows * Hkv * D),
+      dq: tr("d.q", rows * H * D),
+      dk: tr("d.k", rows * Hkv * D),
+      dv: tr("d.v", rows * Hkv * D),
+      normScratch: tr("d.normScratch", RmsNorm.scratchLength(rows, C)),
+      memWork: train && anyInfini ? t("d.memWork", msz.work) : null,
+      dMin: train && anyInfini ? t("d.Min", msz.state) : null,
+      dzin: train && anyInfini ? t("d.zin", msz.stateZ) : null,
+    };
+    const loss = t("loss", 1);
+    const nll = t("nll", rows);
+    return new InfiniGemma(
+      rt,
+      cfg,
+      { B, T, train },
+      { mm, norm, rope, attn, mem, geglu, emb, xent, add },
+      bufs,
+      views(params, "p"),
+      grads ? views(grads, "g") : null,
+      table,
+      params,
+      grads,
+      loss,
+      nll,
+    );
+  }
+
+  /** Uploads all parameters (flat, in table layout). */
+  setParams(flat: Float32Array): void {
+    if (flat.length !== this.table.total) {
+      throw new RangeError(`params: ${flat.length} values, the model has ${this.table.total}`);
+    }
+    this.rt.write(this.params, flat);
+  }
+
+  /** Reads all parameters back (flat, in table layout). */
+  readParams(): Promise<Float32Array> {
+    return this.rt.read(this.params);
+  }
+
+  /** Reads all gradients back (train only). */
+  readGrads(): Promise<Float32Array> {
+    if (!this.grads) throw new Error("model was created without gradients");
+    return this.rt.read(this.grads);
+  }
+
+  /**
+   * Uploads a batch: tokens (rows), next-token targets (rows, IGNORE where none) and optional
+   * per-row loss weights. The loss is sum(w * nll) / lossDenominator, by default the number of
+   * rows with a target (the mean NLL); gradient accumulation passes the total over micro-batches.
+   */
+  setBatch(
+    tokens: Uint32Array,
+    targets: Uint32Array,
+    opts: { weights?: Float32Array; lossDenominator?: number } = {},
+  ): void {
+    const { rows } = this;
+    if (tokens.length !== rows || targets.length !== rows) {
+      throw new RangeError(
+        `batch: ${tokens.length} tokens / ${targets.length} targets, expected ${rows}`,
+      );
+    }
+    const V = this.cfg.vocabSize;
+    for (let i = 0; i < rows; i++) {
+      if (tokens[i] >= V) {
+        throw new RangeError(
+          `batch: token ${tokens[i]} at row ${i} is outside the vocabulary (${V})`,
+        );
+      }
+      if (targets[i] !== IGNORE && targets[i] >= V) {
+        throw new RangeError(
+          `batch: target ${targets[i]} at row ${i} is outside the vocabulary (${V})`,
+        );
+      }
+    }
+    let count = 0;
+    for (let i = 0; i < rows; i++) if (targets[i] !== IGNORE) count++;
+    const denom = opts.lossDenominator ?? count;
+    this.#scale = denom > 0 ? 1 / denom : 0;
+    this.#host = Embedding.buildIndex(tokens);
+    this.rt.write(this.b.tokens, tokens);
+    this.rt.write(this.b.index, this.#host.data);
+    this.rt.write(this.b.targets, targets);
+    this.rt.write(this.b.weights, opts.weights ?? new Float32Array(rows).fill(1));
+  }
+
+  /** Zeroes the memory of every Infini layer (start of new sequences). */
+  resetMemory(rec: Recorder): void {
+    for (const s of this.b.states) {
+      if (s) {
+        rec.clear(s.Min);
+        rec.clear(s.zin);
+      }
+    }
+  }
+
+  /** Moves each layer's outgoing memory to its incoming slot (streaming, segment by segment). */
+  carryMemory(rec: Recorder): void {
+    for (const s of this.b.states) {
+      if (s) {
+        rec.copy(s.Mout, s.Min);
+        rec.copy(s.zout, s.zin);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Forward
+  // ---------------------------------------------------------------------------------------
+
+  /**
+   * Records the forward pass and the loss (and, with `backward`, the LM head's gradients).
+   * The memory enters from each layer's M_in/z_in: call `resetMemory` first for new sequences.
+   */
+  recordForward(rec: Recorder, opts: { gate?: GateMode; backward?: boolean } = {}): void {
+    const { cfg, rows, k, b, w } = this;
+    const C = cfg.hiddenSize, F = cfg.intermediateSize, H = cfg.numHeads, Hkv = cfg.numKvHeads;
+    const D = cfg.headDim, S = cfg.segmentLength, L = cfg.numLayers, V = cfg.vocabSize;
+    const eps = cfg.rmsNormEps;
+    const gate = opts.gate ?? GATE.learned;
+    if (!this.#host) throw new Error("setBatch before recordForward");
+
+    // x_0 = sqrt(C) * E[tokens]
+    k.emb.recordForward(rec, { x: b.x0, weight: w.embed, index: b.index, host: this.#host, V, C });
+
+    for (let l = 0; l < L; l++) {
+      const a = b.acts[l], lw = w.layers[l], st = b.states[l];
+      // xn1 = norm(x_l); for l > 0, x_l = xmid_{l-1} + mlpOut is formed by the fused add.
+      if (l === 0) {
+        k.norm.recordForward(rec, { x: a.x, w: lw.inNorm, y: a.xn1, rstd: a.rstd1, rows, C, eps });
+      } else {
+        k.norm.recordForward(rec, {
+          x: b.acts[l - 1].xmid,
+          w: lw.inNorm,
+          y: a.xn1,
+          rstd: a.rstd1,
+          rows,
+          C,
+          eps,
+          residual: { a: b.mlpOut, sum: a.x },
+        });
+      }
+      k.mm.forward(rec, a.q, a.xn1, lw.q, rows, H * D, C);
+      k.mm.forward(rec, a.k, a.xn1, lw.k, rows, Hkv * D, C);
+      k.mm.forward(rec, a.v, a.xn1, lw.v, rows, Hkv * D, C);
+      k.rope.recordForward(rec, {
+        table: b.ropeTable,
+        rows,
+        D,
+        S,
+        a: { src: a.q, dst: a.qr, nHeads: H },
+        b: { src: a.k, dst: a.kr, nHeads: Hkv },
+      });
+      k.attn.recordForward(rec, { q: a.qr, k: a.kr, v: a.v, o: a.adot, lse: a.lse }, {
+        rows,
+        S,
+        H,
+        Hkv,
+      });
+      if (st && lw.gate && k.mem) {
+        k.mem.recordForward(rec, {
+          shape: this.#memShape(),
+          mode: gate,
+          q: a.q,
+          k: a.k,
+          v: a.v,
+          adot: a.adot,
+          beta: lw.gate,
+          Min: st.Min,
+          zin: st.zin,
+          A: a.A,
+          Mprev: a.Mprev!,
+          zprev: a.zprev!,
+          W: a.W ?? undefined,
+          Mout: st.Mout,
+          zout: st.zout,
+        });
+      }
+      k.mm.forward(rec, b.attnOut, a.A, lw.o, rows, C, H * D);
+      // xmid = x_l + attnOut; xn2 = norm(xmid)
+      k.norm.recordForward(rec, {
+        x: a.x,
+        w: lw.postNorm,
+        y: a.xn2,
+        rstd: a.rstd2,
+        rows,
+        C,
+        eps,
+        residual: { a: b.attnOut, sum: a.xmid },
+      });
+      k.mm.forward(rec, a.g, a.xn2, lw.mlpGate, rows, F, C);
+      k.mm.forward(rec, a.u, a.xn2, lw.mlpUp, rows, F, C);
+      k.geglu.recordForward(rec, { g: a.g, u: a.u, h: a.h, n: rows * F });
+      k.mm.forward(rec, b.mlpOut, a.h, lw.mlpDown, rows, C, F);
+    }
+    // x_L = xmid_{L-1} + mlpOut; xf = norm(x_L)
+    k.norm.recordForward(rec, {
+      x: b.acts[L - 1].xmid,
+      w: w.finalNorm,
+      y: b.xf,
+      rstd: b.rstdF,
+      rows,
+      C,
+      eps,
+      residual: { a: b.mlpOut, sum: b.xL },
+    });
+    const head = {
+      x: b.xf,
+      E: w.embed,
+      targets: b.targets,
+      scale: this.#scale,
+      loss: this.loss,
+      nll: this.nll,
+      weights: b.weights,
+      rows,
+    };
+    if (opts.backward) {
+      k.xent.recordForwardBackward(rec, { ...head, dx: b.dxf!, dE: this.gw!.embed });
+    } else {
+      k.xent.recordForward(rec, head);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Backward: the forward above, reversed. Gradients ACCUMULATE into `grads` (clear them at
+  // the start of an optimizer step), so micro-batches add up.
+  // ---------------------------------------------------------------------------------------
+
+  /** Records the backward pass; must follow `recordForward(rec, { backward: true })`. */
+  recordBackward(rec: Recorder, opts: { gate?: GateMode } = {}): void {
+    const { cfg, rows, k, b, w } = this;
+    const g = this.gw;
+    if (!g) throw new Error("model was created without gradients (train: false)");
+    const C = cfg.hiddenSize, F = cfg.intermediateSize, H = cfg.numHeads, Hkv = cfg.numKvHeads;
+    const D = cfg.headDim, S = cfg.segmentLength, L = cfg.numLayers, V = cfg.vocabSize;
+    const gate = opts.gate ?? GATE.learned;
+    const dres = b.dres!;
+
+    // Final norm: dres = d x_L.
+    k.norm.recordBackward(rec, {
+      dy: b.dxf!,
+      x: b.xL,
+      w: w.finalNorm,
+      rstd: b.rstdF,
+      dx: dres,
+      dw: g.finalNorm,
+      scratch: b.normScratch!,
+      rows,
+      C,
+    });
+
+    for (let l = L - 1; l >= 0; l--) {
+      const a = b.acts[l], lw = w.layers[l], lg = g.layers[l], st = b.states[l];
+      // MLP: mlpOut = h Wd^T
+      k.mm.backwardInput(rec, b.dh!, dres, lw.mlpDown, rows, C, F);
+      k.mm.backwardWeight(rec, lg.mlpDown, dres, a.h, rows, C, F);
+      k.geglu.recordBackward(rec, { dh: b.dh!, g: a.g, u: a.u, dg: b.dg!, du: b.du!, n: rows * F });
+      k.mm.backwardInput(rec, b.dxn!, b.dg!, lw.mlpGate, rows, F, C);
+      k.mm.backwardInput(rec, b.dxn!, b.du!, lw.mlpUp, rows, F, C, 1);
+      k.mm.backwardWeight(rec, lg.mlpGate, b.dg!, a.xn2, rows, F, C);
+      k.mm.backwardWeight(rec, lg.mlpUp, b.du!, a.xn2, rows, F, C);
+      // xn2 = norm(xmid): dres (= d xmid) += norm backward
+      k.norm.recordBackward(rec, {
+        dy: b.dxn!,
+        x: a.xmid,
+        w: lw.postNorm,
+        rstd: a.rstd2,
+        dx: dres,
+        dw: lg.postNorm,
+        scratch: b.normScratch!,
+        rows,
+        C,
+        accumulate: true,
+      });
+      // attnOut = A Wo^T
+      k.mm.backwardInput(rec, b.dA!, dres, lw.o, rows, C, H * D);
+      k.mm.backwardWeight(rec, lg.o, dres, a.A, rows, C, H * D);
+      // Gate and memory: dA -> d adot, and the memory path's dq, dk, dv (overwritten).
+      let dadot = b.dA!;
+      const inf = st && lw.gate && lg.gate && k.mem;
+      if (inf) {
+        dadot = b.dadot!;
+        k.mem!.recordBackward(rec, {
+          shape: this.#memShape(),
+          mode: gate,
+          q: a.q,
+          k: a.k,
+          v: a.v,
+          adot: a.adot,
+          beta: lw.gate!,
+          Mprev: a.Mprev!,
+          zprev: a.zprev!,
+          W: a.W ?? undefined,
+          dA: b.dA!,
+          dadot,
+          dq: b.dq!,
+          dk: b.dk!,
+          dv: b.dv!,
+          dbeta: lg.gate!,
+          dMin: b.dMin!,
+          dzin: b.dzin!,
+          work: b.memWork!,
+        });
+      }
+      // Local attention (post-RoPE q, k); its dq, dk go back through RoPE.
+      k.attn.recordBackward(rec, {
+        q: a.qr,
+        k: a.kr,
+        v: a.v,
+        o: a.adot,
+        lse: a.lse,
+        dO: dadot,
+        dsum: b.dsum!,
+        dq: b.dqr!,
+        dk: b.dkr!,
+        dv: inf ? b.dvA! : b.dv!,
+      }, { rows, S, H, Hkv });
+      k.rope.recordBackward(rec, {
+        table: b.ropeTable,
+        rows,
+        D,
+        S,
+        a: { src: b.dqr!, dst: inf ? b.dqRope! : b.dq!, nHeads: H },
+        b: { src: b.dkr!, dst: inf ? b.dkRope! : b.dk!, nHeads: Hkv },
+      });
+      if (inf) {
+        k.add.record(rec, b.dq!, b.dqRope!, rows * H * D);
+        k.add.record(rec, b.dk!, b.dkRope!, rows * Hkv * D);
+        k.add.record(rec, b.dv!, b.dvA!, rows * Hkv * D);
+      }
+      // q, k, v = xn1 W^T
+      k.mm.backwardInput(rec, b.dxn!, b.dq!, lw.q, rows, H * D, C);
+      k.mm.backwardInput(rec, b.dxn!, b.dk!, lw.k, rows, Hkv * D, C, 1);
+      k.mm.backwardInput(rec, b.dxn!, b.dv!, lw.v, rows, Hkv * D, C, 1);
+      k.mm.backwardWeight(rec, lg.q, b.dq!, a.xn1, rows, H * D, C);
+      k.mm.backwardWeight(rec, lg.k, b.dk!, a.xn1, rows, Hkv * D, C);
+      k.mm.backwardWeight(rec, lg.v, b.dv!, a.xn1, rows, Hkv * D, C);
+      // xn1 = norm(x_l): dres (= d x_l) += norm backward
+      k.norm.recordBackward(rec, {
+        dy: b.dxn!,
+        x: a.x,
+        w: lw.inNorm,
+        rstd: a.rstd1,
+        dx: dres,
+        dw: lg.inNorm,
+        scratch: b.normScratch!,
+        rows,
+        C,
+        accumulate: true,
+      });
+    }
+    // x_0 = sqrt(C) E[tokens]: scatter-add into dE (the LM head already added its part).
+    k.emb.recordBackward(rec, {
+      dWeight: g.embed,
+      dx: dres,
+      index: b.index,
+      host: this.#host!,
+      V,
+      C,
+    });
+  }
+
+  #memShape(): InfiniShape {
+    const c = this.cfg;
+    return {
+      B: this.opts.B,
+      nS: this.nS,
+      S: c.segmentLength,
+      H: c.numHeads,
+      Hkv: c.numKvHeads,
+      D: c.headDim,
+    };
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Optimizer
+  // ---------------------------------------------------------------------------------------
+
+  /** Creates the AdamW optimizer over every tensor, with groups from the parameter table. */
+  async createOptimizer(o: OptimizerOptions): Promise<Adamw> {
+    if (!this.grads) throw new Error("model was created without gradients (train: false)");
+    const slots = this.table.specs.map((s) => ({
+      name: s.name,
+      p: this.params.view(s.offset, s.size, `p:${s.name}`),
+      g: this.grads!.view(s.offset, s.size, `g:${s.name}`),
+      lrScale: s.group === "gate" ? this.cfg.betaLrMult : 1,
+      weightDecay: s.group === "decay" ? o.weightDecay : 0,
+    }));
+    this.optimizer = await Adamw.create(this.rt, slots, { normOver: [this.grads] });
+    return this.optimizer;
+  }
+
+  /** Records one whole training step on the uploaded batch: clear grads, forward, backward. */
+  recordGrads(rec: Recorder, opts: { clear?: boolean } = {}): void {
+    if (opts.clear ?? true) rec.clear(this.grads!);
+    this.resetMemory(rec);
+    this.recordForward(rec, { backward: true });
+    this.recordBackward(rec);
+  }
+
+  /** Records the optimizer update (norm, clip, AdamW). */
+  recordUpdate(rec: Recorder, h: AdamwHyper): void {
+    if (!this.optimizer) throw new Error("createOptimizer before recordUpdate");
+    this.optimizer.recordStep(rec, h);
+  }
+
+  /** Reads the optimizer's gradient statistics after submit. */
+  readStats(rec: Recorder): Promise<GradStats> {
+    if (!this.optimizer) throw new Error("createOptimizer before readStats");
+    return this.optimizer.readStats(rec);
+  }
+}
+
+function infiniIndex(cfg: Readonly<ModelConfig>): number {
+  for (let l = 0; l < cfg.numLayers; l++) if (isInfiniLayer(cfg, l)) return l;
+  return 0;
+}
