@@ -1,0 +1,83 @@
+// Rotary position embedding, "rotate half" layout (Hugging Face Gemma), out of place:
+//   for each row, head and i < D/2, with pos = row mod S and angle = pos * theta^(-2i/D):
+//   y_i        = x_i cos - x_{i+D/2} sin
+//   y_{i+D/2}  = x_{i+D/2} cos + x_i sin
+// The backward is the transposed rotation: the same with sin negated (p.sign = -1).
+// x, y: (rows, nHeads * D), head h in columns h*D .. h*D + D-1. Positions restart at every
+// segment of S rows. cos/sin come from a table built on the host in f64, (S, D/2, 2) as
+// [pos][i] = (cos, sin): exact to f32 rounding for any position, and no sin/cos per element.
+// `rotate` does one tensor; `rotate_qk` does q (nA heads) and k (nB heads) in one dispatch.
+// One thread per (row, head, i) pair.
+
+struct Params {
+  rows: u32,
+  nA: u32,   // heads of the first tensor
+  nB: u32,   // heads of the second tensor (rotate_qk only)
+  D: u32,
+  S: u32,
+  gx: u32,   // threads along x of the 2-D grid (workgroups along x times WG)
+  sign: f32, // +1 forward, -1 backward
+}
+
+const WG = 256u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> table: array<f32>;        // (S, D/2, 2)
+@group(0) @binding(2) var<storage, read> xa: array<f32>;           // (rows, nA * D)
+@group(0) @binding(3) var<storage, read_write> ya: array<f32>;     // (rows, nA * D)
+@group(0) @binding(4) var<storage, read> xb: array<f32>;           // (rows, nB * D)
+@group(0) @binding(5) var<storage, read_write> yb: array<f32>;     // (rows, nB * D)
+
+struct Rot {
+  c: f32,
+  s: f32,
+}
+
+// The rotation of pair i of head-row rh (= row * nHeads + head).
+fn rotation(rh: u32, nHeads: u32, i: u32) -> Rot {
+  let half = p.D / 2u;
+  let pos = (rh / nHeads) % p.S;
+  let t = (pos * half + i) * 2u;
+  return Rot(table[t], p.sign * table[t + 1u]);
+}
+
+@compute @workgroup_size(WG)
+fn rotate(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let t = gid.y * p.gx + gid.x;
+  let half = p.D / 2u;
+  if (t >= p.rows * p.nA * half) { return; }
+  let rh = t / half;
+  let i = t % half;
+  let r = rotation(rh, p.nA, i);
+  let o = rh * p.D + i;
+  let a = xa[o];
+  let b = xa[o + half];
+  ya[o] = a * r.c - b * r.s;
+  ya[o + half] = b * r.c + a * r.s;
+}
+
+@compute @workgroup_size(WG)
+fn rotate_qk(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let t = gid.y * p.gx + gid.x;
+  let half = p.D / 2u;
+  let na = p.rows * p.nA * half;
+  if (t < na) {
+    let rh = t / half;
+    let i = t % half;
+    let r = rotation(rh, p.nA, i);
+    let o = rh * p.D + i;
+    let a = xa[o];
+    let b = xa[o + half];
+    ya[o] = a * r.c - b * r.s;
+    ya[o + half] = b * r.c + a * r.s;
+  } else if (t < na + p.rows * p.nB * half) {
+    let rh = (t - na) / half;
+    let i = (t - na) % half;
+    let r = rotation(rh, p.nB, i);
+    let o = rh * p.D + i;
+    let a = xb[o];
+    let b = xb[o + half];
+    yb[o] = a * r.c - b * r.s;
+    yb[o + half] = b * r.c + a * r.s;
+  }
+}

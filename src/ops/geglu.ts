@@ -1,0 +1,123 @@
+/**
+ * GeGLU, h = gelu_tanh(g) * u, and its backward (see kernels/geglu.wgsl). g and u are separate
+ * (rows, F) tensors: the outputs of gate_proj and up_proj. Finite for any finite input (no
+ * tanh overflow).
+ *
+ * Tensors larger than one storage binding (rows 8192 x F 16384 f32 is 512 MiB) are processed
+ * in chunks of at most `maxChunkBytes`, one dispatch each. Every tensor must start on a
+ * 256-byte boundary (WebGPU's storage-binding offset alignment).
+ *
+ * @example
+ * ```ts
+ * const geglu = await GeGLU.create(rt);
+ * geglu.recordForward(rec, { g, u, h, n: rows * F });
+ * geglu.recordBackward(rec, { dh, g, u, dg, du, n: rows * F });
+ * ```
+ */
+import src from "../../kernels/geglu.wgsl" with { type: "text" };
+import {
+  type Kernel,
+  Params,
+  type Pipeline,
+  type Recorder,
+  type Runtime,
+  type Tensor,
+} from "../gpu/runtime.ts";
+
+export const gegluKernel: Kernel = { name: "kernels/geglu.wgsl", source: src };
+
+const WG = 256;
+const MAX_GROUPS = 65535;
+
+export interface GegluOptions {
+  /** Largest binding per dispatch, in bytes; defaults to maxStorageBufferBindingSize. */
+  maxChunkBytes?: number;
+}
+
+export interface GegluForwardArgs {
+  /** gate_proj output (rows, F). */
+  g: Tensor;
+  /** up_proj output (rows, F). */
+  u: Tensor;
+  /** Output (rows, F), may not alias g or u. */
+  h: Tensor;
+  /** rows * F. */
+  n: number;
+}
+
+export interface GegluBackwardArgs {
+  /** Gradient of h (rows, F). */
+  dh: Tensor;
+  g: Tensor;
+  u: Tensor;
+  /** Outputs (rows, F), overwritten. */
+  dg: Tensor;
+  du: Tensor;
+  n: number;
+}
+
+export class GeGLU {
+  private constructor(
+    private readonly fwd: Pipeline,
+    private readonly bwd: Pipeline,
+    /** Elements per chunk: a multiple of 64 so that chunk views start on 256-byte boundaries. */
+    private readonly chunk: number,
+  ) {}
+
+  static async create(rt: Runtime, opts: GegluOptions = {}): Promise<GeGLU> {
+    const [fwd, bwd] = await Promise.all([
+      rt.pipeline(gegluKernel, "forward", ["uniform", "read", "read", "rw"]),
+      rt.pipeline(gegluKernel, "backward", ["uniform", "read", "read", "read", "rw", "rw"]),
+    ]);
+    const cap = rt.limits.maxStorageBufferBindingSize;
+    const bytes = Math.min(cap, opts.maxChunkBytes ?? cap);
+    const chunk = Math.floor(bytes / 256) * 64;
+    if (chunk === 0) throw new RangeError(`GeGLU: maxChunkBytes ${bytes} is below 256`);
+    return new GeGLU(fwd, bwd, chunk);
+  }
+
+  /** Records h = gelu_tanh(g) * u over n elements. One dispatch per chunk. */
+  recordForward(rec: Recorder, f: GegluForwardArgs): void {
+    const ts = [f.g, f.u, f.h];
+    this.#each(f.n, ts, "forward", (start, len, params) => {
+      const [g, u, h] = ts.map((t) => t.view(start, len));
+      rec.dispatch(this.fwd, [params, g, u, h], grid(len));
+    });
+  }
+
+  /** Records dg = dh * u * gelu_tanh'(g), du = dh * gelu_tanh(g). One dispatch per chunk. */
+  recordBackward(rec: Recorder, b: GegluBackwardArgs): void {
+    const ts = [b.dh, b.g, b.u, b.dg, b.du];
+    this.#each(b.n, ts, "backward", (start, len, params) => {
+      const [dh, g, u, dg, du] = ts.map((t) => t.view(start, len));
+      rec.dispatch(this.bwd, [params, dh, g, u, dg, du], grid(len));
+    });
+  }
+
+  #each(
+    n: number,
+    ts: Tensor[],
+    what: string,
+    fn: (start: number, len: number, params: Params) => void,
+  ): void {
+    for (const t of ts) {
+      if (t.length < n) {
+        throw new RangeError(`GeGLU ${what}: ${t.label} has ${t.length} elements, needs ${n}`);
+      }
+      if (t.offset % 256 !== 0) {
+        throw new RangeError(`GeGLU ${what}: ${t.label} must start on a 256-byte boundary`);
+      }
+    }
+    for (let start = 0; start < n; start += this.chunk) {
+      const len = Math.min(this.chunk, n - start);
+      fn(start, len, new Params(2).u32(len).u32(grid(len)[0] * WG));
+    }
+  }
+}
+
+/** Workgroups for `len` threads as a 2-D grid within the adapter's per-dimension limit. */
+function grid(len: number): [number, number] {
+  const groups = Math.ceil(len / WG);
+  const gx = Math.max(1, Math.min(groups, MAX_GROUPS));
+  return [gx, Math.ceil(groups / gx)];
+}
