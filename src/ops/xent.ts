@@ -1,0 +1,283 @@
+/**
+ * Fused LM head + cross-entropy over the tied embedding, chunked over the vocabulary so that
+ * neither the logits nor any binding exceeds the device's storage-binding cap (see
+ * kernels/xent.wgsl for the formulas). The full logits (rows, V) never exist: each chunk of Vc
+ * vocabulary rows gets its logits (rows, Vc) in one scratch buffer, an online log-sum-exp per
+ * row runs across the chunks, and the backward pass walks the chunks again (last chunk first,
+ * reusing the logits still in scratch) to form dlogits in place and feed the two matmuls.
+ *
+ * @example
+ * ```ts
+ * const xent = await Xent.create(rt, { maxRows: rows, V, C });
+ * const rec = rt.record();
+ * // ... forward up to the final norm, output x (rows, C) ...
+ * xent.recordForwardBackward(rec, { x, E, targets, scale: 1 / count, loss, dx, dE });
+ * const lossValue = rec.read(loss);
+ * rt.submit(rec);
+ * ```
+ */
+import src from "../../kernels/xent.wgsl" with { type: "text" };
+import {
+  GpuUnavailableError,
+  type Kernel,
+  Params,
+  type Pipeline,
+  type Recorder,
+  type Runtime,
+  type Tensor,
+} from "../gpu/runtime.ts";
+import { Matmul } from "./matmul.ts";
+
+export const xentKernel: Kernel = { name: "kernels/xent.wgsl", source: src };
+
+/** Target value of a row that takes no part in the loss (padding, prompt tokens, ...). */
+export const IGNORE_TARGET = 0xffffffff;
+
+/** How the vocabulary is cut into chunks and how much scratch that takes. */
+export interface XentPlan {
+  /** Vocabulary rows per chunk (Vc): V itself, or a multiple of 64 when V needs several. */
+  chunk: number;
+  /** Number of chunks, ceil(V / Vc); the last one may be shorter. */
+  chunks: number;
+  /** Elements of the chunk-logits scratch, maxRows * Vc. */
+  logitsElements: number;
+  /** All scratch the op holds: chunk logits, row state (4 per row), per-row NLL fallback. */
+  scratchBytes: number;
+}
+
+/** Shared arguments of the forward and the training paths. */
+export interface XentArgs {
+  /** Final-norm output, (rows, C). */
+  x: Tensor;
+  /** Tied embedding, (V, C); offset a multiple of 256 bytes when V needs several chunks. */
+  E: Tensor;
+  /** Target ids, (rows) u32; IGNORE_TARGET rows take no part; ids >= V give a NaN loss. */
+  targets: Tensor;
+  /** Loss = scale * sum of (weighted) NLL over non-ignored rows; 1 / count gives the mean. */
+  scale: number;
+  /** Receives the loss at element `lossIndex` (default 0); nothing else is written there. */
+  loss: Tensor;
+  lossIndex?: number;
+  /** Per-row NLL, (rows), 0 on ignored rows; an internal buffer when omitted. */
+  nll?: Tensor;
+  /** Optional per-row loss weights, (rows) f32: loss = scale * sum_r w_r nll_r. */
+  weights?: Tensor;
+  /** Rows in this call (default: maxRows). */
+  rows?: number;
+}
+
+/** The training path also writes the gradients. */
+export interface XentTrainArgs extends XentArgs {
+  /** Gradient of the loss with respect to x, (rows, C): overwritten. */
+  dx: Tensor;
+  /** Gradient of the embedding, (V, C): ACCUMULATED (the embedding lookup adds to it too). */
+  dE: Tensor;
+}
+
+const KINDS = ["uniform", "rw", "read", "read", "rw", "rw", "rw"] as const;
+const ALIGN = 64; // chunk granularity in rows of E: Vc * C * 4 bytes is then a multiple of 256
+/**
+ * Longest reduction one matmul may run: lavapipe (Mesa 22.3) silently ends an invocation's loops
+ * after 65535 iterations in total, so a matmul with K above that returns wrong sums. The chunk
+ * (K of dx = dl E_c) stays at most this long, and dE_c += dl^T x (K = rows) runs in row blocks
+ * of this size. A multiple of 64, so row-block views of the logits and of x stay 256-byte aligned.
+ */
+export const MAX_REDUCTION = 32768;
+
+export class Xent {
+  private constructor(
+    readonly plan: XentPlan,
+    readonly maxRows: number,
+    readonly V: number,
+    readonly C: number,
+    private readonly mm: Matmul,
+    private readonly pipes: { lse: Pipeline; finish: Pipeline; dlogits: Pipeline },
+    /** Chunk logits, (maxRows, Vc); dlogits in place during the backward pass. */
+    readonly logits: Tensor,
+    /** Per row: running max, running sum, target logit, lse. (maxRows, 4) */
+    readonly state: Tensor,
+    private readonly nllFallback: Tensor,
+    private readonly ownsLogits: boolean,
+  ) {}
+
+  /**
+   * Chooses the chunk size Vc: the whole vocabulary when it fits, otherwise the largest
+   * multiple of 64 with Vc * maxRows and Vc * C within the binding cap and Vc <= MAX_REDUCTION.
+   * `chunk` forces a size (a multiple of 64, or >= V for one chunk), e.g. to exercise several
+   * chunks in tests.
+   */
+  static plan(
+    maxBindingBytes: number,
+    maxRows: number,
+    V: number,
+    C: number,
+    chunk?: number,
+  ): XentPlan {
+    for (const [k, v] of Object.entries({ maxRows, V, C })) {
+      if (!Number.isInteger(v) || v < 1) throw new RangeError(`xent: ${k} must be >= 1, got ${v}`);
+    }
+    const maxElems = Math.floor(maxBindingBytes / 4);
+    const fits = (vc: number) =>
+      vc * maxRows <= maxElems && vc * C <= maxElems && vc <= MAX_REDUCTION;
+    let vc: number;
+    if (chunk !== undefined) {
+      vc = Math.min(chunk, V);
+      if (!Number.isInteger(chunk) || chunk < 1 || (vc < V && vc % ALIGN !== 0)) {
+        throw new RangeError(
+          `xent: chunk ${chunk} must be a multiple of ${ALIGN} (or >= V ${V})`,
+        );
+      }
+    } else if (fits(V)) {
+      vc = V;
+    } else {
+      const most = Math.min(maxElems / maxRows, maxElems / C, MAX_REDUCTION);
+      vc = Math.floor(most / ALIGN) * ALIGN;
+    }
+    if (vc < 1 || !fits(vc)) {
+      throw new GpuUnavailableError(
+        `xent: chunk ${vc} is over ${MAX_REDUCTION}, or ${maxRows} rows x ${vc} logits or a ` +
+          `${vc} x ${C} slice of the embedding exceed the ${maxBindingBytes}-byte storage-binding ` +
+          `cap; reduce batch or sequence length`,
+      );
+    }
+    const logitsElements = maxRows * vc;
+    return {
+      chunk: vc,
+      chunks: Math.ceil(V / vc),
+      logitsElements,
+      scratchBytes: 4 * (logitsElements + 4 * maxRows + maxRows),
+    };
+  }
+
+  /**
+   * Compiles the pipelines and allocates the scratch (or uses `scratch`, at least
+   * plan.logitsElements long, for the chunk logits, so that it can be shared with other ops).
+   */
+  static async create(
+    rt: Runtime,
+    o: { maxRows: number; V: number; C: number; chunk?: number; scratch?: Tensor; mm?: Matmul },
+  ): Promise<Xent> {
+    const plan = Xent.plan(rt.limits.maxStorageBufferBindingSize, o.maxRows, o.V, o.C, o.chunk);
+    const [mm, lse, finish, dlogits] = await Promise.all([
+      o.mm ?? Matmul.create(rt),
+      rt.pipeline(xentKernel, "lse_chunk", KINDS),
+      rt.pipeline(xentKernel, "finish", KINDS),
+      rt.pipeline(xentKernel, "dlogits", KINDS),
+    ]);
+    if (o.scratch && o.scratch.length < plan.logitsElements) {
+      throw new RangeError(
+        `xent: scratch ${o.scratch.label} has ${o.scratch.length} elements, needs ${plan.logitsElements}`,
+      );
+    }
+    const logits = o.scratch ?? rt.tensor("xent.logits", plan.logitsElements);
+    const state = rt.tensor("xent.state", 4 * o.maxRows);
+    const nll = rt.tensor("xent.nll", o.maxRows);
+    const pipes = { lse, finish, dlogits };
+    return new Xent(plan, o.maxRows, o.V, o.C, mm, pipes, logits, state, nll, !o.scratch);
+  }
+
+  /** Releases the buffers this op allocated (not a caller-supplied scratch). */
+  free(rt: Runtime): void {
+    if (this.ownsLogits) rt.free(this.logits);
+    rt.free(this.state);
+    rt.free(this.nllFallback);
+  }
+
+  /** Records the loss and per-row NLL (evaluation): V/Vc matmuls, V/Vc + 1 small dispatches. */
+  recordForward(rec: Recorder, a: XentArgs): void {
+    const rows = this.#check(a);
+    this.#forward(rec, a, rows);
+  }
+
+  /**
+   * Records the loss, per-row NLL, dx (overwritten) and dE (accumulated): the forward pass,
+   * then the chunks in reverse order, the last one reusing the logits left in scratch.
+   */
+  recordForwardBackward(rec: Recorder, a: XentTrainArgs): void {
+    const rows = this.#check(a);
+    const { C, V } = this;
+    need(a.dx, rows * C, "dx");
+    need(a.dE, V * C, "dE");
+    if (rows > MAX_REDUCTION && a.x.offset % 256 !== 0) {
+      throw new RangeError(`xent: x ${a.x.label} must start at a multiple of 256 bytes`);
+    }
+    if (this.plan.chunks > 1 && a.dE.offset % 256 !== 0) {
+      throw new RangeError(`xent: dE ${a.dE.label} must start at a multiple of 256 bytes`);
+    }
+    this.#forward(rec, a, rows);
+    const { chunk, chunks } = this.plan;
+    for (let c = chunks - 1; c >= 0; c--) {
+      const v0 = c * chunk, n = Math.min(chunk, V - v0);
+      const e = this.#slice(a.E, v0, n);
+      if (c !== chunks - 1) this.mm.forward(rec, this.logits, a.x, e, rows, n, C);
+      rec.dispatch(this.pipes.dlogits, this.#bindings(a, rows, n, v0, false), rowGrid(rec, rows));
+      this.mm.backwardInput(rec, a.dx, this.logits, e, rows, n, C, c === chunks - 1 ? 0 : 1);
+      const de = this.#slice(a.dE, v0, n);
+      for (let r0 = 0; r0 < rows; r0 += MAX_REDUCTION) {
+        const len = Math.min(MAX_REDUCTION, rows - r0);
+        const whole = len === rows;
+        const dl = whole ? this.logits : this.logits.view(r0 * n, len * n);
+        const x = whole ? a.x : a.x.view(r0 * C, len * C);
+        this.mm.backwardWeight(rec, de, dl, x, len, n, C, 1);
+      }
+    }
+  }
+
+  #forward(rec: Recorder, a: XentArgs, rows: number): void {
+    const { chunk, chunks } = this.plan;
+    for (let c = 0; c < chunks; c++) {
+      const v0 = c * chunk, n = Math.min(chunk, this.V - v0);
+      this.mm.forward(rec, this.logits, a.x, this.#slice(a.E, v0, n), rows, n, this.C);
+      rec.dispatch(this.pipes.lse, this.#bindings(a, rows, n, v0, c === 0), rowGrid(rec, rows));
+    }
+    rec.dispatch(this.pipes.finish, this.#bindings(a, rows, 0, 0, false), [1]);
+  }
+
+  #slice(t: Tensor, v0: number, n: number): Tensor {
+    return this.plan.chunks === 1 ? t : t.view(v0 * this.C, n * this.C);
+  }
+
+  #bindings(a: XentArgs, rows: number, n: number, v0: number, first: boolean): (Tensor | Params)[] {
+    const params = new Params(8).u32(rows).u32(n).u32(v0).u32(this.V).f32(a.scale)
+      .u32(a.lossIndex ?? 0).u32(a.weights ? 1 : 0).u32(first ? 1 : 0);
+    return [
+      params,
+      this.logits,
+      a.targets,
+      a.weights ?? a.targets, // unread when unweighted; any read-only buffer fills the slot
+      this.state,
+      a.nll ?? this.nllFallback,
+      a.loss,
+    ];
+  }
+
+  #check(a: XentArgs): number {
+    const rows = a.rows ?? this.maxRows;
+    if (!Number.isInteger(rows) || rows < 1 || rows > this.maxRows) {
+      throw new RangeError(`xent: rows ${rows} outside 1..${this.maxRows}`);
+    }
+    need(a.x, rows * this.C, "x");
+    need(a.E, this.V * this.C, "E");
+    need(a.targets, rows, "targets");
+    need(a.loss, (a.lossIndex ?? 0) + 1, "loss");
+    if (a.nll) need(a.nll, rows, "nll");
+    if (a.weights) need(a.weights, rows, "weights");
+    if (!Number.isFinite(a.scale)) throw new RangeError(`xent: scale ${a.scale} is not finite`);
+    if (this.plan.chunks > 1 && a.E.offset % 256 !== 0) {
+      throw new RangeError(`xent: E ${a.E.label} must start at a multiple of 256 bytes`);
+    }
+    return rows;
+  }
+}
+
+/** One workgroup per row on a 2-D grid (rows may exceed the 65535 per-dimension limit). */
+function rowGrid(rec: Recorder, rows: number): [number, number] {
+  const x = Math.min(rows, rec.rt.limits.maxComputeWorkgroupsPerDimension);
+  return [x, Math.ceil(rows / x)];
+}
+
+function need(t: Tensor, n: number, what: string): void {
+  if (t.length < n) {
+    throw new RangeError(`xent: ${what} ${t.label} has ${t.length} elements, needs ${n}`);
+  }
+}
