@@ -13,10 +13,14 @@ interface Command {
 /** Subcommands, loaded on demand so that `--help` stays fast. */
 const COMMANDS: Record<string, () => Promise<Command>> = {
   info: () => import("./src/cli/info.ts"),
+  train: () => import("./src/cli/train.ts"),
+  gen: () => import("./src/cli/gen.ts"),
 };
 
 const SUMMARIES: Record<string, string> = {
   info: "show the WebGPU adapter, its limits and features",
+  train: "pre-train a model on token shards or the built-in passkey task",
+  gen: "turn text corpora into packed token shards for training",
 };
 
 function help(): string {

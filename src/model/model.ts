@@ -115,6 +115,8 @@ export class InfiniGemma {
   /** Per-row NLL of the last forward (rows). */
   readonly nll: Tensor;
   optimizer: Adamw | null = null;
+  /** AdamW first and second moments, flat in table layout (after createOptimizer). */
+  moments: { m: Tensor; v: Tensor } | null = null;
 
   #host: TokenIndex | null = null;
   #scale = 0;
@@ -356,6 +358,14 @@ export class InfiniGemma {
       loss,
       nll,
     );
+  }
+
+  /**
+   * Per row after a forward: (running max logit, sum, target logit, log-sum-exp), (rows, 4).
+   * The target is the arg-max exactly when its logit equals the max.
+   */
+  get headState(): Tensor {
+    return this.k.xent.state;
   }
 
   /** Uploads all parameters (flat, in table layout). */
@@ -712,10 +722,17 @@ export class InfiniGemma {
   /** Creates the AdamW optimizer over every tensor, with groups from the parameter table. */
   async createOptimizer(o: OptimizerOptions): Promise<Adamw> {
     if (!this.grads) throw new Error("model was created without gradients (train: false)");
+    // Moments live in two flat buffers laid out like the parameters: one read or write each
+    // when a checkpoint is saved or resumed.
+    const m = this.rt.tensor("adam.m", this.table.total),
+      v = this.rt.tensor("adam.v", this.table.total);
+    this.moments = { m, v };
     const slots = this.table.specs.map((s) => ({
       name: s.name,
       p: this.params.view(s.offset, s.size, `p:${s.name}`),
       g: this.grads!.view(s.offset, s.size, `g:${s.name}`),
+      m: m.view(s.offset, s.size, `m:${s.name}`),
+      v: v.view(s.offset, s.size, `v:${s.name}`),
       lrScale: s.group === "gate" ? this.cfg.betaLrMult : 1,
       weightDecay: s.group === "decay" ? o.weightDecay : 0,
     }));

@@ -1,0 +1,180 @@
+/**
+ * Where training batches come from: the built-in synthetic passkey task (no download) or token
+ * shards written by `gen`. A source is a pure function of the batch index, so a resumed run
+ * sees exactly the batches an uninterrupted one would have.
+ */
+import { UserError } from "../cli/errors.ts";
+import { IGNORE_TARGET, PasskeyTask } from "../data/passkey.ts";
+import { ShardReader, type Split } from "../data/shards.ts";
+import type { ModelConfig } from "../model/config.ts";
+import { Rng } from "../util/rng.ts";
+
+/** One batch of B sequences laid out consecutively (rows = B * T). */
+export interface Batch {
+  tokens: Uint32Array;
+  targets: Uint32Array;
+  /** Per-row loss weights (rows); all 1 when absent. */
+  weights?: Float32Array;
+  /** Rows whose prediction must be right for a sample to count as exact (passkey). */
+  answerRows?: number[][];
+}
+
+export interface BatchSource {
+  readonly name: string;
+  /** Batch number `index` (deterministic). */
+  batch(index: number, B: number): Batch;
+  /** Number of distinct validation batches (Infinity for synthetic). */
+  readonly valBatches: number;
+  /** Validation batch number `index`. */
+  valBatch(index: number, B: number): Batch;
+  close(): void;
+}
+
+export interface PasskeySourceOptions {
+  answerWeight?: number;
+  controlShare?: number;
+}
+
+/** The synthetic passkey task: train keys for training, held-out keys for validation. */
+export class PasskeySource implements BatchSource {
+  readonly name = "passkey";
+  readonly valBatches = Infinity;
+  #train: PasskeyTask;
+  #val: PasskeyTask;
+
+  constructor(cfg: Readonly<ModelConfig>, seed: number, o: PasskeySourceOptions = {}) {
+    if (cfg.vocabSize < 256) {
+      throw new UserError(`the passkey task needs byte tokens: vocabSize ${cfg.vocabSize} < 256`);
+    }
+    const base = {
+      segmentLength: cfg.segmentLength,
+      segments: cfg.seqLength / cfg.segmentLength,
+      answerWeight: o.answerWeight,
+      controlShare: o.controlShare ?? 0,
+    };
+    this.#train = new PasskeyTask({ ...base, keys: "train" }, seed);
+    this.#val = new PasskeyTask({ ...base, keys: "eval" }, seed ^ 0x5eed);
+  }
+
+  #make(task: PasskeyTask, start: number, B: number): Batch {
+    const b = task.batch(start, B);
+    const T = task.length;
+    return {
+      tokens: b.tokens,
+      targets: b.targets,
+      weights: b.weights,
+      answerRows: b.samples.map((s, i) => s.answerPositions.map((p) => i * T + p - 1)),
+    };
+  }
+
+  batch(index: number, B: number): Batch {
+    return this.#make(this.#train, index * B, B);
+  }
+
+  valBatch(index: number, B: number): Batch {
+    return this.#make(this.#val, index * B, B);
+  }
+
+  close(): void {}
+}
+
+/** Token shards: a seeded permutation of the training sequences, epoch after epoch. */
+export class ShardSource implements BatchSource {
+  readonly name: string;
+  #train: ShardReader;
+  #val: ShardReader | null;
+  #seed: number;
+  #perm: Uint32Array | null = null;
+  #epoch = -1;
+
+  private constructor(dir: string, train: ShardReader, val: ShardReader | null, seed: number) {
+    this.name = `shards:${dir}`;
+    this.#train = train;
+    this.#val = val;
+    this.#seed = seed;
+  }
+
+  static async open(dir: string, cfg: Readonly<ModelConfig>, seed: number): Promise<ShardSource> {
+    const train = await ShardReader.open(dir, "train" satisfies Split);
+    const fail = (msg: string) => {
+      train.close();
+      throw new UserError(`${dir}: ${msg}`);
+    };
+    if (train.seqLen !== cfg.seqLength) {
+      fail(
+        `shards hold sequences of ${train.seqLen} tokens, the model's seqLength is ${cfg.seqLength} (pass --set seqLength=${train.seqLen} or run gen with --seq-len ${cfg.seqLength})`,
+      );
+    }
+    if (train.vocabSize > cfg.vocabSize) {
+      fail(
+        `the shards' vocabulary (${train.vocabSize}) is larger than the model's vocabSize ${cfg.vocabSize} (pass --set vocabSize=${train.vocabSize})`,
+      );
+    }
+    if (train.numSequences === 0) fail("the training split is empty");
+    let val: ShardReader | null = null;
+    try {
+      val = await ShardReader.open(dir, "val");
+      if (val.numSequences === 0) {
+        val.close();
+        val = null;
+      }
+    } catch {
+      val = null;
+    }
+    return new ShardSource(dir, train, val, seed);
+  }
+
+  get valBatches(): number {
+    return this.#val ? Math.max(1, Math.floor(this.#val.numSequences)) : 0;
+  }
+
+  #shifted(tokens: Uint32Array, B: number, T: number): Batch {
+    const targets = new Uint32Array(B * T);
+    for (let b = 0; b < B; b++) {
+      for (let t = 0; t < T; t++) {
+        targets[b * T + t] = t + 1 < T ? tokens[b * T + t + 1] : IGNORE_TARGET;
+      }
+    }
+    return { tokens, targets };
+  }
+
+  batch(index: number, B: number): Batch {
+    const n = this.#train.numSequences;
+    const idx: number[] = [];
+    for (let j = 0; j < B; j++) {
+      const k = index * B + j;
+      const epoch = Math.floor(k / n);
+      if (epoch !== this.#epoch) {
+        this.#perm = permutation(n, this.#seed + epoch * 7919);
+        this.#epoch = epoch;
+      }
+      idx.push(this.#perm![k % n]);
+    }
+    return this.#shifted(this.#train.batch(idx), B, this.#train.seqLen);
+  }
+
+  valBatch(index: number, B: number): Batch {
+    const r = this.#val ?? this.#train;
+    const idx = Array.from({ length: B }, (_, j) => (index * B + j) % r.numSequences);
+    return this.#shifted(r.batch(idx), B, r.seqLen);
+  }
+
+  close(): void {
+    this.#train.close();
+    this.#val?.close();
+  }
+}
+
+/** Seeded Fisher-Yates permutation of 0..n-1. */
+export function permutation(n: number, seed: number): Uint32Array {
+  const p = new Uint32Array(n);
+  for (let i = 0; i < n; i++) p[i] = i;
+  const rng = new Rng(seed);
+  for (let i = n - 1; i > 0; i--) {
+    const j = rng.int(i + 1);
+    const t = p[i];
+    p[i] = p[j];
+    p[j] = t;
+  }
+  return p;
+}
