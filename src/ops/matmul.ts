@@ -53,6 +53,12 @@ export class Matmul {
     private readonly pipes: Record<Layout, Pipeline>,
     /** vec4 twins of `reg` for shapes that are multiples of 4 (absent for `tiled`). */
     private readonly pipes4: Record<Layout, Pipeline> | null,
+    /**
+     * Longest reduction (K) one dispatch may run. lavapipe silently stops a shader after
+     * 65535 loop iterations per invocation (all loops counted), so on the CPU profile longer
+     * reductions are split into several dispatches that accumulate (beta = 1).
+     */
+    readonly maxK: number,
   ) {}
 
   static async create(rt: Runtime, variant?: MatmulVariant): Promise<Matmul> {
@@ -78,7 +84,9 @@ export class Matmul {
       );
       pipes4 = Object.fromEntries(e4) as Record<Layout, Pipeline>;
     }
-    return new Matmul(v, Object.fromEntries(entries) as Record<Layout, Pipeline>, pipes4);
+    // reg runs K (scalar) or K/4 (vec4) iterations; tiled about 24 per k (its inner loops count).
+    const maxK = rt.profile !== "cpu" ? Infinity : v === "reg" ? 32768 : 2048;
+    return new Matmul(v, Object.fromEntries(entries) as Record<Layout, Pipeline>, pipes4, maxK);
   }
 
   /** The compiled path a call with these sizes takes. */
@@ -90,6 +98,7 @@ export class Matmul {
 
   /** Records C = alpha * op(A) op(B) + beta * C in the given layout. */
   record(rec: Recorder, layout: Layout, x: MatmulArgs): void {
+    if (x.K > this.maxK) return this.#splitK(rec, layout, x);
     const { M, N, K } = x;
     const batch = x.batch ?? 1;
     const sA = x.strideA ?? M * K, sB = x.strideB ?? K * N, sC = x.strideC ?? M * N;
@@ -106,6 +115,30 @@ export class Matmul {
       Math.ceil(M / 64),
       batch,
     ]);
+  }
+
+  /**
+   * A long reduction as several dispatches over K-slices. Only the `tn` layout (dW += dy^T x,
+   * where K is the number of rows) can reach such K; there both operands are stored K-major,
+   * so a K-slice is a contiguous view (slices of 64 rows keep views 256-byte aligned).
+   */
+  #splitK(rec: Recorder, layout: Layout, x: MatmulArgs): void {
+    if (layout !== "tn" || (x.batch ?? 1) !== 1) {
+      throw new RangeError(
+        `matmul ${layout}: a reduction of ${x.K} exceeds ${this.maxK} on this adapter (lavapipe caps shader loops); reduce the model's widths`,
+      );
+    }
+    const step = Math.floor(this.maxK / 64) * 64;
+    for (let k0 = 0; k0 < x.K; k0 += step) {
+      const kc = Math.min(step, x.K - k0);
+      this.record(rec, layout, {
+        ...x,
+        a: x.a.view(k0 * x.M, kc * x.M),
+        b: x.b.view(k0 * x.N, kc * x.N),
+        K: kc,
+        beta: k0 === 0 ? x.beta : 1,
+      });
+    }
   }
 
   /** y (M, N) = x (M, K) W^T, W (N, K). */
