@@ -1,9 +1,9 @@
 /**
  * Benchmark of `gen` (not a test): throughput with 1 worker and with all workers on the same
- * input, and peak memory while streaming a small and a large JSON array.
+ * input, and peak memory while streaming JSON arrays of growing size (it should not grow).
  *
- *   deno task bench:gen                       # 4 MB corpus for throughput, 1 GB array for memory
- *   deno task bench:gen --mb 8 --large-mb 2048 --workers 2 --tokenizer qwen
+ *   deno task bench:gen                  # 4 MB corpus for throughput; 16 MB, 128 MB, 1 GB arrays
+ *   deno task bench:gen --mb 8 --memory-mb 128,2048 --workers 2 --tokenizer qwen
  *
  * The corpora are generated under $TMPDIR/infini-bench-gen (kept for reruns; --clean removes
  * them): documents of Zipf-sampled Qwen vocabulary pieces, about 70% Chinese and 30% English,
@@ -20,8 +20,7 @@ const { values: args } = parseArgs({
   args: Deno.args,
   options: {
     mb: { type: "string", default: "4" },
-    "large-mb": { type: "string", default: "1024" },
-    "small-mb": { type: "string", default: "16" },
+    "memory-mb": { type: "string", default: "16,128,1024" },
     workers: { type: "string", default: String(navigator.hardwareConcurrency || 2) },
     tokenizer: { type: "string", default: "qwen" },
     "memory-tokenizer": { type: "string", default: "bytes" },
@@ -128,10 +127,9 @@ const throughputPath = `${ROOT}/corpus_${mb}mb.json`;
 const distinct: string[] = [];
 for (let n = 0; n * 2600 < mb * 1e6; n++) distinct.push(makeDoc(rng, vocab));
 await jsonArray(throughputPath, mb, distinct);
-const smallPath = `${ROOT}/small_${args["small-mb"]}mb.json`;
-const largePath = `${ROOT}/large_${args["large-mb"]}mb.json`;
-await jsonArray(smallPath, Number(args["small-mb"]), docs);
-await jsonArray(largePath, Number(args["large-mb"]), docs);
+const memorySizes = args["memory-mb"].split(",").map(Number);
+const memoryPaths = memorySizes.map((m) => `${ROOT}/array_${m}mb.json`);
+for (const [i, m] of memorySizes.entries()) await jsonArray(memoryPaths[i], m, docs);
 
 // --- throughput: 1 worker vs all ---------------------------------------------------------
 
@@ -152,7 +150,14 @@ for (const workers of [1, all]) {
 
 // --- memory: a small and a large array, in a fresh process each --------------------------
 
-async function peakRss(input: string, out: string): Promise<{ mb: number; seconds: number }> {
+interface MemoryRun {
+  mb: number;
+  seconds: number;
+  /** Largest resident set in each quarter of the run's duration, MB: flat means bounded. */
+  quarters: number[];
+}
+
+async function peakRss(input: string, out: string): Promise<MemoryRun> {
   const t0 = performance.now();
   const child = new Deno.Command(Deno.execPath(), {
     args: [
@@ -166,39 +171,54 @@ async function peakRss(input: string, out: string): Promise<{ mb: number; second
       out,
       "--tokenizer",
       args["memory-tokenizer"],
-      "--workers",
-      String(all),
-      "--quiet",
-    ],
+    ]
+      .concat(["--workers", String(all), "--quiet"]),
     stdout: "null",
-    stderr: "piped",
+    stderr: "inherit",
   }).spawn();
   let peak = 0;
+  const samples: [number, number][] = [];
   let done = false;
   const status = child.status.then((s) => (done = true, s));
   while (!done) {
     try {
-      const m = /VmHWM:\s+(\d+) kB/.exec(await Deno.readTextFile(`/proc/${child.pid}/status`));
-      if (m) peak = Math.max(peak, Number(m[1]) * 1024);
+      const st = await Deno.readTextFile(`/proc/${child.pid}/status`);
+      const hwm = /VmHWM:\s+(\d+) kB/.exec(st);
+      const rss = /VmRSS:\s+(\d+) kB/.exec(st);
+      if (hwm) peak = Math.max(peak, Number(hwm[1]) * 1024);
+      if (rss) samples.push([performance.now() - t0, Number(rss[1]) * 1024]);
     } catch { /* exited */ }
     await new Promise((r) => setTimeout(r, 50));
   }
   const s = await status;
   if (!s.success) throw new Error(`gen failed on ${input}: exit ${s.code}`);
   await Deno.remove(out, { recursive: true });
-  return { mb: peak / 1e6, seconds: (performance.now() - t0) / 1000 };
+  const total = performance.now() - t0;
+  const quarters = [0, 1, 2, 3].map((q) =>
+    Math.max(
+      0,
+      ...samples.filter(([t]) => t >= (q * total) / 4 && t < ((q + 1) * total) / 4).map(([, r]) =>
+        r
+      ),
+    ) / 1e6
+  );
+  return { mb: peak / 1e6, seconds: total / 1000, quarters };
 }
 
-console.error(`bench:gen: peak memory, ${args["memory-tokenizer"]} tokenizer, small array`);
-const small = {
-  bytes: (await Deno.stat(smallPath)).size,
-  ...await peakRss(smallPath, `${ROOT}/out_small`),
-};
-console.error(`bench:gen: peak memory, ${args["memory-tokenizer"]} tokenizer, large array`);
-const large = {
-  bytes: (await Deno.stat(largePath)).size,
-  ...await peakRss(largePath, `${ROOT}/out_large`),
-};
+const memory = [];
+for (const path of memoryPaths) {
+  console.error(`bench:gen: peak memory, ${args["memory-tokenizer"]} tokenizer, ${path}`);
+  const bytes = (await Deno.stat(path)).size;
+  const m = await peakRss(path, `${ROOT}/out_memory`);
+  memory.push({
+    path,
+    bytes,
+    peakRssMb: m.mb,
+    rssByQuarterMb: m.quarters,
+    seconds: m.seconds,
+    mbPerSec: bytes / 1e6 / m.seconds,
+  });
+}
 
 // --- report ------------------------------------------------------------------------------
 
@@ -214,6 +234,8 @@ const rows = runs.map(({ workers, r, cpu }) => ({
   /** CPU seconds of the whole run (all threads), and cores kept busy on average. */
   cpuSeconds: cpu,
   coresBusy: cpu / r.seconds.total,
+  /** Tokens per CPU-second: equal for 1 and N workers means no parallel overhead. */
+  tokensPerCpuSecond: r.tokens / cpu,
 }));
 const report = {
   machine: { cores: navigator.hardwareConcurrency, loadavg: Deno.loadavg() },
@@ -222,12 +244,17 @@ const report = {
   throughput: rows,
   speedup: rows[1].tokensPerSec / rows[0].tokensPerSec,
   speedupEndToEnd: rows[0].totalSeconds / rows[1].totalSeconds,
+  /**
+   * What the speedup would be with `workers` idle cores: workers x the CPU cost ratio. Only a
+   * bound, for machines where other load caps "cores busy" (then the measured one means little).
+   */
+  speedupIfCoresFree: all * rows[1].tokensPerCpuSecond / rows[0].tokensPerCpuSecond,
   memory: {
     tokenizer: args["memory-tokenizer"],
     workers: all,
-    small: { path: smallPath, ...small, mbPerSec: small.bytes / 1e6 / small.seconds },
-    large: { path: largePath, ...large, mbPerSec: large.bytes / 1e6 / large.seconds },
-    ratio: large.mb / small.mb,
+    runs: memory,
+    /** Peak RSS of the largest input over that of the second largest. */
+    ratio: memory[memory.length - 1].peakRssMb / memory[Math.max(0, memory.length - 2)].peakRssMb,
   },
 };
 
@@ -256,20 +283,24 @@ for (const r of rows) {
 console.log(
   `speedup ${report.speedup.toFixed(2)}x tokenizing, ${
     report.speedupEndToEnd.toFixed(2)
-  }x end to end`,
+  }x end to end; tokens per CPU-second ${
+    rows.map((r) => compact(r.tokensPerCpuSecond)).join(" vs ")
+  } (with ${all} free cores: at most ${report.speedupIfCoresFree.toFixed(2)}x)`,
 );
 console.log(`\npeak memory (VmHWM), ${report.memory.tokenizer} tokenizer, ${all} workers`);
 console.log(
-  `${pad("input", 8)} ${pad("MB", 8)} ${pad("peak RSS MB", 12)} ${pad("s", 7)} ${pad("MB/s", 7)}`,
+  `${pad("input MB", 9)} ${pad("peak RSS MB", 12)} ${pad("s", 7)} ${
+    pad("MB/s", 7)
+  }   ${"max RSS MB in each quarter of the run"}`,
 );
-for (const [name, m] of [["small", report.memory.small], ["large", report.memory.large]] as const) {
+for (const m of memory) {
   console.log(
-    `${pad(name, 8)} ${pad((m.bytes / 1e6).toFixed(0), 8)} ${pad(m.mb.toFixed(0), 12)} ${
+    `${pad((m.bytes / 1e6).toFixed(0), 9)} ${pad(m.peakRssMb.toFixed(0), 12)} ${
       pad(m.seconds.toFixed(1), 7)
-    } ${pad(m.mbPerSec.toFixed(1), 7)}`,
+    } ${pad(m.mbPerSec.toFixed(1), 7)}   ${m.rssByQuarterMb.map((q) => q.toFixed(0)).join(" / ")}`,
   );
 }
-console.log(`large/small peak RSS: ${report.memory.ratio.toFixed(2)}x`);
+console.log(`peak RSS, largest input / second largest: ${report.memory.ratio.toFixed(2)}x`);
 console.log("\n" + JSON.stringify(report, null, 2));
 
 for (const w of [1, all]) {
