@@ -3,7 +3,7 @@ import { parseArgs } from "node:util";
 import { Runtime } from "../gpu/runtime.ts";
 import { formatConfig, PRESETS, resolveConfig } from "../model/config.ts";
 import { paramCount } from "../model/params.ts";
-import { type BatchSource, PasskeySource, ShardSource } from "../train/data.ts";
+import { type BatchSource, PasskeySource, RecallSource, ShardSource } from "../train/data.ts";
 import { train, TRAIN_DEFAULTS, type TrainOptions } from "../train/trainer.ts";
 import { usage, UsageError } from "./errors.ts";
 
@@ -22,8 +22,10 @@ Model:
   --print-config         print the resolved config and parameter count, allocate nothing
 
 Data:
-  --data passkey|DIR     the built-in synthetic passkey task (default) or a folder of
-                         token shards written by 'infini gen'
+  --data passkey|recall|DIR
+                         the built-in synthetic passkey task (default), the small
+                         associative-recall task (a quick check that memory learns), or a
+                         folder of token shards written by 'infini gen'
   --answer-weight W      passkey: extra loss weight of the 5 answer digits
                          (default (T-1)/5: mean NLL + 1.0 x mean answer NLL)
   --control-share F      passkey: share of samples with the key in the last segment
@@ -156,6 +158,8 @@ export async function run(args: string[]): Promise<number> {
         : num("answer-weight", values["answer-weight"], 0, false),
       controlShare: num("control-share", values["control-share"], 0, false),
     });
+  } else if (values.data === "recall") {
+    source = new RecallSource(cfg, o.seed);
   } else {
     source = await ShardSource.open(values.data, cfg, o.seed);
   }

@@ -5,6 +5,7 @@
  */
 import { UserError } from "../cli/errors.ts";
 import { IGNORE_TARGET, PasskeyTask } from "../data/passkey.ts";
+import { RecallTask } from "../data/recall.ts";
 import { ShardReader, type Split } from "../data/shards.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { Rng } from "../util/rng.ts";
@@ -73,6 +74,34 @@ export class PasskeySource implements BatchSource {
 
   valBatch(index: number, B: number): Batch {
     return this.#make(this.#val, index * B, B);
+  }
+
+  close(): void {}
+}
+
+/** The small associative-recall task (src/data/recall.ts): answers come only from memory. */
+export class RecallSource implements BatchSource {
+  readonly name = "recall";
+  readonly valBatches = Infinity;
+  #task: RecallTask;
+
+  constructor(cfg: Readonly<ModelConfig>, seed: number, digits = 1) {
+    if (cfg.vocabSize < 128) {
+      throw new UserError(`the recall task needs byte tokens: vocabSize ${cfg.vocabSize}`);
+    }
+    this.#task = new RecallTask({
+      segmentLength: cfg.segmentLength,
+      segments: cfg.seqLength / cfg.segmentLength,
+      digits,
+    }, seed);
+  }
+
+  batch(index: number, B: number): Batch {
+    return this.#task.batch(index * B, B, "train");
+  }
+
+  valBatch(index: number, B: number): Batch {
+    return this.#task.batch(index * B, B, "eval");
   }
 
   close(): void {}

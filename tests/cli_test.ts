@@ -1,0 +1,66 @@
+/** The command line as a user meets it: help, usage errors, exit codes, one-line messages. */
+import { equal, match, ok } from "node:assert/strict";
+import { gpuTest } from "./_gpu.ts";
+
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+
+async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, ...args],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+Deno.test("cli: --help lists the commands; no command is a usage error", async () => {
+  const h = await cli("--help");
+  equal(h.code, 0);
+  for (const c of ["info", "gen", "train"]) match(h.stdout, new RegExp(`\\n  ${c} `));
+  const none = await cli();
+  equal(none.code, 2);
+});
+
+Deno.test("cli: every command has --help with examples", async () => {
+  for (const c of ["info", "gen", "train"]) {
+    const h = await cli(c, "--help");
+    equal(h.code, 0, `${c} --help exit code`);
+    match(h.stdout, /Usage: infini /);
+    match(h.stdout, /Examples?:/);
+  }
+});
+
+Deno.test("cli: unknown command, unknown flag and bad values are one-line usage errors (exit 2)", async () => {
+  for (
+    const [args, want] of [
+      [["frobnicate"], /unknown command 'frobnicate'/],
+      [["train", "--bogus"], /train: .*bogus/],
+      [["train", "--steps", "ten"], /--steps must be an integer/],
+      [["train", "--set", "hiddenSise=64"], /hiddenSise.*hiddenSize/],
+      [["train", "--preset", "huge"], /unknown preset 'huge'/],
+    ] as [string[], RegExp][]
+  ) {
+    const r = await cli(...args);
+    equal(r.code, 2, `${args.join(" ")}: exit code (stderr: ${r.stderr})`);
+    match(r.stderr, want);
+    equal(r.stderr.trim().split("\n").length, 1, `${args.join(" ")}: one line, got ${r.stderr}`);
+    ok(!r.stderr.includes("    at "), "no stack trace");
+  }
+});
+
+Deno.test("cli: train --print-config builds seed-2b without allocating and counts its parameters", async () => {
+  const r = await cli("train", "--preset", "seed-2b", "--print-config");
+  equal(r.code, 0, r.stderr);
+  match(r.stdout, /1,852,631,152/);
+});
+
+gpuTest("cli: info prints the adapter and its limits as JSON", async () => {
+  const r = await cli("info", "--json");
+  equal(r.code, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  ok(typeof j.adapter.description === "string");
+  ok(j.limits.maxStorageBufferBindingSize.device >= 128 * 2 ** 20);
+  ok(!r.stderr.includes("XDG_RUNTIME_DIR"), "no Vulkan loader noise");
+});
