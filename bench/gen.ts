@@ -131,9 +131,37 @@ const memorySizes = args["memory-mb"].split(",").map(Number);
 const memoryPaths = memorySizes.map((m) => `${ROOT}/array_${m}mb.json`);
 for (const [i, m] of memorySizes.entries()) await jsonArray(memoryPaths[i], m, docs);
 
+// --- calibration: how many cores this process can get right now ---------------------------
+
+/**
+ * Cores kept busy by `n` threads spinning for `ms`: with other sessions busy (the kernel's
+ * autogroup shares CPU per session, not per thread) this is below n, and caps any speedup.
+ */
+async function coresAvailable(n: number, ms = 1500): Promise<number> {
+  const code = `self.onmessage = (e) => { const t = performance.now(); let x = 0;
+    while (performance.now() - t < e.data) for (let i = 0; i < 1e5; i++) x += Math.sqrt(i);
+    self.postMessage(x > 0); };`;
+  const url = URL.createObjectURL(new Blob([code], { type: "text/javascript" }));
+  const workers = Array.from({ length: n }, () => new Worker(url, { type: "module" }));
+  const cpu0 = cpuSeconds();
+  const t0 = performance.now();
+  await Promise.all(workers.map((w) =>
+    new Promise((resolve) => {
+      w.onmessage = resolve;
+      w.postMessage(ms);
+    })
+  ));
+  const busy = (cpuSeconds() - cpu0) / ((performance.now() - t0) / 1000);
+  for (const w of workers) w.terminate();
+  URL.revokeObjectURL(url);
+  return busy;
+}
+
 // --- throughput: 1 worker vs all ---------------------------------------------------------
 
 const all = Number(args.workers);
+const available = await coresAvailable(all);
+console.error(`bench:gen: ${all} spinning threads get ${available.toFixed(2)} cores right now`);
 const runs: { workers: number; r: GenResult; cpu: number }[] = [];
 for (const workers of [1, all]) {
   console.error(`bench:gen: ${args.tokenizer}, ${workers} worker(s) on ${throughputPath}`);
@@ -238,7 +266,12 @@ const rows = runs.map(({ workers, r, cpu }) => ({
   tokensPerCpuSecond: r.tokens / cpu,
 }));
 const report = {
-  machine: { cores: navigator.hardwareConcurrency, loadavg: Deno.loadavg() },
+  machine: {
+    cores: navigator.hardwareConcurrency,
+    loadavg: Deno.loadavg(),
+    /** Cores that `workers` spinning threads actually got before the runs. */
+    coresAvailable: available,
+  },
   tokenizer: args.tokenizer,
   input: { path: throughputPath, bytes: runs[0].r.bytes, tokens: runs[0].r.tokens },
   throughput: rows,
@@ -264,7 +297,7 @@ console.log(
     (report.input.bytes / 1e6).toFixed(1)
   } MB JSON array, ${compact(report.input.tokens)} tokens (load average ${
     report.machine.loadavg.map((x) => x.toFixed(1)).join(" ")
-  })`,
+  }; ${all} spinning threads got ${available.toFixed(2)} cores)`,
 );
 console.log(
   `${pad("workers", 8)} ${pad("tokens/s", 10)} ${pad("MB/s", 7)} ${pad("tokenize s", 11)} ${

@@ -25,12 +25,12 @@ export function tokenizerInfo(t: Tokenizer): TokenizerInfo {
 
 /** Encodes each text (no end-of-text token; the packer adds it) and checks every id. */
 export function encodeBatch(tok: Tokenizer, texts: string[], seed: number): EncodedBatch {
-  const parts: number[][] = new Array(texts.length);
+  const parts: ArrayLike<number>[] = new Array(texts.length);
   const lengths = new Uint32Array(texts.length);
   const hashes = new Uint32Array(texts.length);
   let total = 0;
   for (let d = 0; d < texts.length; d++) {
-    parts[d] = tok.encode(texts[d]);
+    parts[d] = tok.encodeTyped ? tok.encodeTyped(texts[d]) : tok.encode(texts[d]);
     lengths[d] = parts[d].length;
     hashes[d] = docHash(texts[d], seed);
     total += parts[d].length;
@@ -38,6 +38,20 @@ export function encodeBatch(tok: Tokenizer, texts: string[], seed: number): Enco
   const tokens = new Uint32Array(total);
   let o = 0;
   for (const ids of parts) {
+    if (!Array.isArray(ids)) {
+      // An unsigned typed array: integers >= 0 already; only the upper bound to check.
+      const typed = ids as Uint8Array | Uint16Array | Uint32Array;
+      tokens.set(typed, o);
+      o += typed.length;
+      let max = 0;
+      for (let i = 0; i < typed.length; i++) if (typed[i] > max) max = typed[i];
+      if (max >= tok.vocabSize) {
+        throw new Error(
+          `tokenizer ${tok.name} produced id ${max}, outside 0..${tok.vocabSize - 1}`,
+        );
+      }
+      continue;
+    }
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i];
       if (!(id >= 0 && id < tok.vocabSize && Number.isInteger(id))) {

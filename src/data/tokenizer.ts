@@ -28,6 +28,8 @@ export interface Tokenizer {
   eosId: number;
   /** Token ids of a text; adds no special tokens. */
   encode(text: string): number[];
+  /** The same ids as a typed array, where a tokenizer can make one without a JS array. */
+  encodeTyped?(text: string): Uint8Array | Uint16Array | Uint32Array;
   /** Text of token ids; special tokens come out as their text ("<|endoftext|>"). */
   decode(ids: ArrayLike<number>): string;
 }
@@ -179,6 +181,7 @@ async function bytesTokenizer(): Promise<Tokenizer> {
     vocabSize: BYTES_VOCAB,
     eosId: BYTES_EOS,
     encode: (text) => Array.from(enc.encode(text)),
+    encodeTyped: (text) => enc.encode(text),
     decode(ids) {
       let out = "";
       const bytes: number[] = [];
