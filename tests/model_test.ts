@@ -60,7 +60,12 @@ for (const rule of ["linear", "delta"] as const) {
       assertClose(gotNll, wantRows, { ...NLL_TOL, what: `${rule} per-token NLL` });
 
       const ref = await readSafetensors(`${FIX}/grad_${rule}.safetensors`);
-      const refFlat = tensorsToFlat(model.table, ref.tensors, new Float64Array(model.table.total), "grad");
+      const refFlat = tensorsToFlat(
+        model.table,
+        ref.tensors,
+        new Float64Array(model.table.total),
+        "grad",
+      );
       const g = await grads;
       for (const s of model.table.specs) {
         const r = refFlat.subarray(s.offset, s.offset + s.size);
