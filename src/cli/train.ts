@@ -50,6 +50,7 @@ Output:
   --eval-batches N       validation batches (default ${D.evalBatches})
   --save-every N         checkpoint every N steps (default ${D.saveEvery}; always at the end)
   --resume               continue from DIR/checkpoint with identical results
+  --stop-after N         stop after step N with a checkpoint (resume later with --resume)
   -h, --help             this help
 
 Ctrl-C saves a checkpoint and stops; a second Ctrl-C quits at once.
@@ -91,6 +92,7 @@ export async function run(args: string[]): Promise<number> {
         "eval-batches": { type: "string" },
         "save-every": { type: "string" },
         resume: { type: "boolean" },
+        "stop-after": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -145,6 +147,7 @@ export async function run(args: string[]): Promise<number> {
     evalBatches: num("eval-batches", values["eval-batches"], D.evalBatches, true, 1),
     saveEvery: num("save-every", values["save-every"], D.saveEvery, true),
     resume: values.resume ?? false,
+    stopAfter: num("stop-after", values["stop-after"], 0, true),
   };
   if (o.beta1 >= 1 || o.beta2 >= 1) {
     throw new UsageError("train: --beta1 and --beta2 must be below 1");

@@ -55,6 +55,8 @@ export interface TrainOptions {
   saveEvery: number;
   /** Continue from out/checkpoint. */
   resume: boolean;
+  /** Stop (saving a checkpoint) after this step, as Ctrl-C would; 0: run to `steps`. */
+  stopAfter: number;
 }
 
 export const TRAIN_DEFAULTS: TrainOptions = {
@@ -76,6 +78,7 @@ export const TRAIN_DEFAULTS: TrainOptions = {
   evalBatches: 4,
   saveEvery: 500,
   resume: false,
+  stopAfter: 0,
 };
 
 /** Learning rate at optimizer step `step` (1-based): linear warm-up, then cosine decay. */
@@ -278,6 +281,7 @@ export async function train(
     }
     batches += o.accum;
     stepsThisRun++;
+    if (o.stopAfter > 0 && step >= o.stopAfter) stop = "interrupt";
     pending.push({ step, lr, loss, stats: stats! });
     await drain(2);
 
