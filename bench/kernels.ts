@@ -94,6 +94,14 @@ if (want("matmul")) {
           tn: (rec) => mm.backwardWeight(rec, dw, y, x, M, N, K),
         };
         for (const layout of ["nt", "nn", "tn"] as Layout[]) {
+          // The reduction length of each layout: K, N (dx = dy W) and M (dW = dy^T x).
+          const red = layout === "nt" ? K : layout === "nn" ? N : M;
+          if (red > mm.maxK && layout !== "tn") {
+            console.error(
+              `  skip matmul.${layout} ${variant} ${lname}: reduction ${red} > ${mm.maxK} on this adapter`,
+            );
+            continue;
+          }
           const sec = await timeGpu(rt, calls[layout], {
             reps: 1,
             minSeconds: values.quick ? 0.1 : 0.5,
