@@ -11,10 +11,16 @@ export async function timeGpu(
   record: (rec: Recorder) => void,
   opts: { reps?: number; minSeconds?: number } = {},
 ): Promise<number> {
+  // A benchmark of a rejected dispatch would time nothing: fail loudly instead.
+  rt.device.pushErrorScope("validation");
   let rec = rt.record("warmup");
   record(rec);
   rt.submit(rec);
   await rt.sync();
+  const err = await rt.device.popErrorScope();
+  if (err) {
+    throw new Error(`benchmarked work was rejected by WebGPU: ${err.message.split("\n")[0]}`);
+  }
   let reps = opts.reps ?? 3;
   for (;;) {
     const t0 = performance.now();

@@ -162,6 +162,7 @@ async function others(s: ModelShape): Promise<void> {
   );
   const norm = await RmsNorm.create(rt);
   const scratch = t("scratch", RmsNorm.scratchLength(rows, C));
+  const dxC = t("dxC", rows * C), dw = t("dw", C);
   await add(
     "rmsnorm.fwd",
     `${rows}x${C}`,
@@ -170,7 +171,7 @@ async function others(s: ModelShape): Promise<void> {
   await add(
     "rmsnorm.bwd",
     `${rows}x${C}`,
-    (rec) => norm.recordBackward(rec, { dy: y, x, w, rstd, dx: y, dw: w, scratch, rows, C }),
+    (rec) => norm.recordBackward(rec, { dy: y, x, w, rstd, dx: dxC, dw, scratch, rows, C }),
   );
   const rope = await Rope.create(rt);
   const table = rt.tensor("rope", Rope.tableLength(S, D), Rope.buildTable(S, D));
@@ -191,6 +192,7 @@ async function others(s: ModelShape): Promise<void> {
     }));
   const geglu = await GeGLU.create(rt);
   const g = t("g", rows * F), u = t("u", rows * F), h = t("h", rows * F);
+  const dg = t("dg", rows * F), du = t("du", rows * F);
   await add(
     "geglu.fwd",
     `${rows}x${F}`,
@@ -199,10 +201,11 @@ async function others(s: ModelShape): Promise<void> {
   await add(
     "geglu.bwd",
     `${rows}x${F}`,
-    (rec) => geglu.recordBackward(rec, { dh: h, g, u, dg: g, du: u, n: rows * F }),
+    (rec) => geglu.recordBackward(rec, { dh: h, g, u, dg, du, n: rows * F }),
   );
   const attn = await Attention.create(rt, D);
   const o = t("o", rows * H * D), lse = t("lse", rows * H), dsum = t("dsum", rows * H);
+  const dO = t("dO", rows * H * D);
   const dq = t("dq", rows * H * D), dk = t("dk", rows * Hkv * D), dv = t("dv", rows * Hkv * D);
   const shape = { rows, S, H, Hkv };
   await add(
@@ -213,13 +216,13 @@ async function others(s: ModelShape): Promise<void> {
   await add(
     "attention.bwd",
     `${rows} rows, S ${S}, H ${H}/${Hkv}, D ${D}`,
-    (rec) => attn.recordBackward(rec, { q: qr, k: kr, v, o, lse, dO: o, dsum, dq, dk, dv }, shape),
+    (rec) => attn.recordBackward(rec, { q: qr, k: kr, v, o, lse, dO, dsum, dq, dk, dv }, shape),
   );
   for (const rule of ["linear", "delta"] as const) {
     const mem = await InfiniMemory.create(rt, D, rule);
     const sh = { B: 1, nS: rows / S, S, H, Hkv, D };
     const z = InfiniMemory.sizes(sh, rule);
-    const beta = t("beta", H);
+    const beta = t("beta", H), dbeta = t("dbeta", H);
     const st = {
       Min: t("Min", z.state),
       zin: t("zin", z.stateZ),
@@ -271,7 +274,7 @@ async function others(s: ModelShape): Promise<void> {
           dq,
           dk,
           dv,
-          dbeta: beta,
+          dbeta,
           dMin,
           dzin,
           work,
