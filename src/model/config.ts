@@ -213,6 +213,26 @@ export const CONFIG_SCHEMA: Schema<ModelConfig> = {
  * Byte vocabulary 258 = 256 bytes + <|endoftext|> + <|pad|> (src/data/tokenizer.ts).
  */
 export const PRESETS: Readonly<Record<string, Readonly<ModelConfig>>> = {
+  // The demo's and the learning test's model (about 26k parameters): two segments of 16
+  // bytes, enough for the recall task (key in the first segment, question in the second).
+  micro: {
+    vocabSize: 258,
+    hiddenSize: 32,
+    intermediateSize: 64,
+    numLayers: 2,
+    numHeads: 2,
+    numKvHeads: 1,
+    headDim: 16,
+    rmsNormEps: 1e-6,
+    ropeTheta: 10000,
+    segmentLength: 16,
+    seqLength: 32,
+    infiniLayers: "all",
+    memoryUpdate: "linear",
+    betaInit: 0,
+    betaLrMult: 1,
+    initStd: 0.02,
+  },
   tiny: {
     vocabSize: 258,
     hiddenSize: 64,
