@@ -108,7 +108,7 @@ if (want("matmul")) {
           });
           results.push({
             kernel: `matmul.${layout}`,
-            variant: `${variant}/${mm.path(M, N, K)}`,
+            variant: `${variant}/${mm.path(M, N, K, [], layout)}`,
             model: s.name,
             shape: `${lname} ${M}x${N}x${K}`,
             ms: sec * 1000,

@@ -25,7 +25,7 @@ export interface Kernel {
 }
 
 /** How a binding is used by an entry point, in binding-number order. */
-export type BindingKind = "uniform" | "read" | "rw";
+export type BindingKind = "uniform" | "read" | "rw" | "texture";
 
 /** A compiled entry point with its explicit bind group layout. */
 export interface Pipeline {
@@ -122,6 +122,7 @@ const WANTED_LIMITS = [
   "maxStorageBuffersPerShaderStage",
   "maxUniformBuffersPerShaderStage",
   "maxBindGroups",
+  "maxTextureDimension2D",
 ] as const;
 
 export type LimitName = (typeof WANTED_LIMITS)[number];
@@ -326,13 +327,21 @@ export class Runtime {
     const module = d.createShaderModule({ label: kernel.name, code: kernel.source });
     const layout = d.createBindGroupLayout({
       label: `${kernel.name}#${entry}`,
-      entries: kinds.map((k, i) => ({
-        binding: i,
-        visibility: GPUShaderStage.COMPUTE,
-        buffer: {
-          type: k === "uniform" ? "uniform" : k === "read" ? "read-only-storage" : "storage",
-        },
-      })),
+      entries: kinds.map((k, i): GPUBindGroupLayoutEntry =>
+        k === "texture"
+          ? {
+            binding: i,
+            visibility: GPUShaderStage.COMPUTE,
+            texture: { sampleType: "unfilterable-float", viewDimension: "2d" },
+          }
+          : {
+            binding: i,
+            visibility: GPUShaderStage.COMPUTE,
+            buffer: {
+              type: k === "uniform" ? "uniform" : k === "read" ? "read-only-storage" : "storage",
+            },
+          }
+      ),
     });
     const pipeline = d.createComputePipeline({
       label: `${kernel.name}#${entry}`,
@@ -485,7 +494,7 @@ export class Recorder {
    */
   dispatch(
     p: Pipeline,
-    bindings: readonly (Tensor | Params)[],
+    bindings: readonly (Tensor | Params | GPUTextureView)[],
     groups: readonly [number, number?, number?],
   ): void {
     if (this.#done) throw new Error("Recorder already submitted");
@@ -505,6 +514,13 @@ export class Recorder {
     if (x === 0 || y === 0 || z === 0) return;
     const entries: GPUBindGroupEntry[] = bindings.map((b, i) => {
       const kind = p.kinds[i];
+      if (b instanceof GPUTextureView) {
+        if (kind !== "texture") throw new Error(`${p.kernel}#${p.entry}: binding ${i} is ${kind}`);
+        return { binding: i, resource: b };
+      }
+      if (kind === "texture") {
+        throw new Error(`${p.kernel}#${p.entry}: binding ${i} wants a texture`);
+      }
       if (b instanceof Params) {
         if (kind !== "uniform") throw new Error(`${p.kernel}#${p.entry}: binding ${i} is ${kind}`);
         return { binding: i, resource: this.#paramSlot(b.bytes) };
@@ -534,6 +550,23 @@ export class Recorder {
   clear(t: Tensor): void {
     this.#endPass();
     this.encoder.clearBuffer(t.buffer, t.offset, Math.ceil(t.size / 4) * 4);
+  }
+
+  /**
+   * Copies a row-major (rows, 4 * width) f32 tensor into an rgba32float texture of
+   * width x rows texels (one texel = 4 consecutive values). width * 16 must be a multiple of
+   * 256 (WebGPU's bytesPerRow rule) and the tensor's offset a multiple of 16.
+   */
+  copyToTexture(src: Tensor, dst: GPUTexture, width: number, rows: number): void {
+    if (src.length < width * 4 * rows) {
+      throw new RangeError(`${src.label}: too short for ${rows} x ${width} texels`);
+    }
+    this.#endPass();
+    this.encoder.copyBufferToTexture(
+      { buffer: src.buffer, offset: src.offset, bytesPerRow: width * 16, rowsPerImage: rows },
+      { texture: dst },
+      [width, rows],
+    );
   }
 
   /** Copies `src` into `dst` (same length). */

@@ -4,6 +4,7 @@
  */
 import src from "../../kernels/matmul.wgsl" with { type: "text" };
 import src4 from "../../kernels/matmul_vec4.wgsl" with { type: "text" };
+import srcTex from "../../kernels/matmul_tex.wgsl" with { type: "text" };
 import {
   type Kernel,
   Params,
@@ -15,13 +16,14 @@ import {
 
 export const matmulKernel: Kernel = { name: "kernels/matmul.wgsl", source: src };
 export const matmulVec4Kernel: Kernel = { name: "kernels/matmul_vec4.wgsl", source: src4 };
+export const matmulTexKernel: Kernel = { name: "kernels/matmul_tex.wgsl", source: srcTex };
 
 /** nt: y = x W^T; nn: dx = dy W; tn: dW (+)= dy^T x. */
 export type Layout = "nt" | "nn" | "tn";
 export type MatmulVariant = "reg" | "tiled";
 
 /** Which compiled path a call takes (for tests and benchmarks). */
-export type MatmulPath = "reg" | "reg4" | "tiled";
+export type MatmulPath = "reg" | "reg4" | "tex" | "tiled";
 
 const TRANS: Record<Layout, [boolean, boolean]> = {
   nt: [false, true],
@@ -59,7 +61,27 @@ export class Matmul {
      * reductions are split into several dispatches that accumulate (beta = 1).
      */
     readonly maxK: number,
+    /** `reg` only: the texture-operand forward (nt) and the device it makes textures on. */
+    private readonly tex: { pipe: Pipeline; device: GPUDevice; maxDim: number } | null = null,
   ) {}
+
+  /** Operand textures by role and size, made once and reused (queue order keeps it safe). */
+  #textures = new Map<string, GPUTexture>();
+
+  #texture(role: string, width: number, rows: number): GPUTexture {
+    const key = `${role}:${width}x${rows}`;
+    let t = this.#textures.get(key);
+    if (!t) {
+      t = this.tex!.device.createTexture({
+        label: `matmul.${key}`,
+        size: [width, rows],
+        format: "rgba32float",
+        usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
+      });
+      this.#textures.set(key, t);
+    }
+    return t;
+  }
 
   static async create(rt: Runtime, variant?: MatmulVariant): Promise<Matmul> {
     const v = variant ?? (rt.profile === "cpu" ? "reg" : "tiled");
@@ -86,12 +108,36 @@ export class Matmul {
     }
     // reg runs K (scalar) or K/4 (vec4) iterations; tiled about 24 per k (its inner loops count).
     const maxK = rt.profile !== "cpu" ? Infinity : v === "reg" ? 32768 : 2048;
-    return new Matmul(v, Object.fromEntries(entries) as Record<Layout, Pipeline>, pipes4, maxK);
+    const tex = v === "reg"
+      ? {
+        pipe: await rt.pipeline(matmulTexKernel, "nt", ["uniform", "texture", "texture", "rw"]),
+        device: rt.device,
+        maxDim: rt.limits.maxTextureDimension2D,
+      }
+      : null;
+    return new Matmul(
+      v,
+      Object.fromEntries(entries) as Record<Layout, Pipeline>,
+      pipes4,
+      maxK,
+      tex,
+    );
   }
 
   /** The compiled path a call with these sizes takes. */
-  path(M: number, N: number, K: number, strides: number[] = []): MatmulPath {
+  path(
+    M: number,
+    N: number,
+    K: number,
+    strides: number[] = [],
+    layout: Layout = "nt",
+    batch = 1,
+  ): MatmulPath {
     if (this.variant === "tiled") return "tiled";
+    const d = this.tex?.maxDim ?? 0;
+    if (layout === "nt" && batch === 1 && K % 64 === 0 && M <= d && N <= d && K / 4 <= d) {
+      return "tex";
+    }
     const aligned = [M, N, K, ...strides].every((v) => v % 4 === 0);
     return aligned && this.pipes4 ? "reg4" : "reg";
   }
@@ -107,7 +153,18 @@ export class Matmul {
     need(x.c, (batch - 1) * sC + M * N, "C");
     const params = new Params(8).u32(M).u32(N).u32(K).u32(sA).u32(sB).u32(sC)
       .f32(x.alpha ?? 1).f32(x.beta ?? 0);
-    const aligned = this.path(M, N, K, [sA, sB, sC]) === "reg4" &&
+    const path = this.path(M, N, K, [sA, sB, sC], layout, batch);
+    if (path === "tex" && [x.a, x.b].every((t) => t.offset % 16 === 0)) {
+      const ta = this.#texture("A", K / 4, M), tb = this.#texture("B", K / 4, N);
+      rec.copyToTexture(x.a, ta, K / 4, M);
+      rec.copyToTexture(x.b, tb, K / 4, N);
+      rec.dispatch(this.tex!.pipe, [params, ta.createView(), tb.createView(), x.c], [
+        Math.ceil(N / 128),
+        Math.ceil(M / 32),
+      ]);
+      return;
+    }
+    const aligned = path === "reg4" &&
       [x.a, x.b, x.c].every((t) => t.offset % 16 === 0);
     const pipe = aligned ? this.pipes4![layout] : this.pipes[layout];
     rec.dispatch(pipe, [params, x.a, x.b, x.c], [
