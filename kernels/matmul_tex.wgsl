@@ -1,9 +1,12 @@
-// Matmul forward y = x W^T (layout nt) with both operands read through textureLoad:
-//   C (M, N) = alpha * A (M, K) B (N, K)^T + beta * C
-// A and B are copied into rgba32float textures (one texel = 4 consecutive k) before the
-// dispatch. On lavapipe a texture fetch of divergent addresses is vectorised, where a storage
+// Matmul with both operands read through textureLoad, in the three layouts of matmul.wgsl:
+//   nt: C = alpha A (M, K) B (N, K)^T + beta C   textures A [K/4 x M], B [K/4 x N]
+//   nn: C = alpha A (M, K) B (K, N) + beta C     textures A [K/4 x M], B [N/4 x K]
+//   tn: C = alpha A^T B, A stored (K, M), B (K, N) textures A [M/4 x K], B [N/4 x K]
+// A and B are copied into rgba32float textures (one texel = 4 consecutive values of a row)
+// before the dispatch. On lavapipe a texture fetch of divergent addresses is vectorised, where a storage
 // load is issued lane by lane: the same 8x8-per-thread register blocking runs about 5x faster
-// (measured 14.8 vs 2.0 GFLOPS at 2048x1024x256). Used on the CPU profile when K % 64 == 0.
+// (measured 14.8 vs 2.0 GFLOPS at 2048x1024x256). Used on the CPU profile when the texture rows
+// are multiples of 64 floats (WebGPU's 256-byte bytesPerRow rule).
 // Each thread owns 8 rows x 8 columns (16 vec4 accumulators); a workgroup of 16x4 threads
 // covers 32 rows x 128 columns. Rows/columns past the edge are clamped on load, dropped on store.
 
@@ -156,6 +159,330 @@ fn nt(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: v
     c6_1 = fma(vec4<f32>(a6[3]), b3_1, c6_1);
     c7_0 = fma(vec4<f32>(a7[3]), b3_0, c7_0);
     c7_1 = fma(vec4<f32>(a7[3]), b3_1, c7_1);
+  }
+  if (row0 + 0u < p.M) {
+    if (col0 + 0u < p.N) { store1((row0 + 0u) * p.N + col0 + 0u, c0_0[0]); }
+    if (col0 + 1u < p.N) { store1((row0 + 0u) * p.N + col0 + 1u, c0_0[1]); }
+    if (col0 + 2u < p.N) { store1((row0 + 0u) * p.N + col0 + 2u, c0_0[2]); }
+    if (col0 + 3u < p.N) { store1((row0 + 0u) * p.N + col0 + 3u, c0_0[3]); }
+    if (col0 + 4u < p.N) { store1((row0 + 0u) * p.N + col0 + 4u, c0_1[0]); }
+    if (col0 + 5u < p.N) { store1((row0 + 0u) * p.N + col0 + 5u, c0_1[1]); }
+    if (col0 + 6u < p.N) { store1((row0 + 0u) * p.N + col0 + 6u, c0_1[2]); }
+    if (col0 + 7u < p.N) { store1((row0 + 0u) * p.N + col0 + 7u, c0_1[3]); }
+  }
+  if (row0 + 1u < p.M) {
+    if (col0 + 0u < p.N) { store1((row0 + 1u) * p.N + col0 + 0u, c1_0[0]); }
+    if (col0 + 1u < p.N) { store1((row0 + 1u) * p.N + col0 + 1u, c1_0[1]); }
+    if (col0 + 2u < p.N) { store1((row0 + 1u) * p.N + col0 + 2u, c1_0[2]); }
+    if (col0 + 3u < p.N) { store1((row0 + 1u) * p.N + col0 + 3u, c1_0[3]); }
+    if (col0 + 4u < p.N) { store1((row0 + 1u) * p.N + col0 + 4u, c1_1[0]); }
+    if (col0 + 5u < p.N) { store1((row0 + 1u) * p.N + col0 + 5u, c1_1[1]); }
+    if (col0 + 6u < p.N) { store1((row0 + 1u) * p.N + col0 + 6u, c1_1[2]); }
+    if (col0 + 7u < p.N) { store1((row0 + 1u) * p.N + col0 + 7u, c1_1[3]); }
+  }
+  if (row0 + 2u < p.M) {
+    if (col0 + 0u < p.N) { store1((row0 + 2u) * p.N + col0 + 0u, c2_0[0]); }
+    if (col0 + 1u < p.N) { store1((row0 + 2u) * p.N + col0 + 1u, c2_0[1]); }
+    if (col0 + 2u < p.N) { store1((row0 + 2u) * p.N + col0 + 2u, c2_0[2]); }
+    if (col0 + 3u < p.N) { store1((row0 + 2u) * p.N + col0 + 3u, c2_0[3]); }
+    if (col0 + 4u < p.N) { store1((row0 + 2u) * p.N + col0 + 4u, c2_1[0]); }
+    if (col0 + 5u < p.N) { store1((row0 + 2u) * p.N + col0 + 5u, c2_1[1]); }
+    if (col0 + 6u < p.N) { store1((row0 + 2u) * p.N + col0 + 6u, c2_1[2]); }
+    if (col0 + 7u < p.N) { store1((row0 + 2u) * p.N + col0 + 7u, c2_1[3]); }
+  }
+  if (row0 + 3u < p.M) {
+    if (col0 + 0u < p.N) { store1((row0 + 3u) * p.N + col0 + 0u, c3_0[0]); }
+    if (col0 + 1u < p.N) { store1((row0 + 3u) * p.N + col0 + 1u, c3_0[1]); }
+    if (col0 + 2u < p.N) { store1((row0 + 3u) * p.N + col0 + 2u, c3_0[2]); }
+    if (col0 + 3u < p.N) { store1((row0 + 3u) * p.N + col0 + 3u, c3_0[3]); }
+    if (col0 + 4u < p.N) { store1((row0 + 3u) * p.N + col0 + 4u, c3_1[0]); }
+    if (col0 + 5u < p.N) { store1((row0 + 3u) * p.N + col0 + 5u, c3_1[1]); }
+    if (col0 + 6u < p.N) { store1((row0 + 3u) * p.N + col0 + 6u, c3_1[2]); }
+    if (col0 + 7u < p.N) { store1((row0 + 3u) * p.N + col0 + 7u, c3_1[3]); }
+  }
+  if (row0 + 4u < p.M) {
+    if (col0 + 0u < p.N) { store1((row0 + 4u) * p.N + col0 + 0u, c4_0[0]); }
+    if (col0 + 1u < p.N) { store1((row0 + 4u) * p.N + col0 + 1u, c4_0[1]); }
+    if (col0 + 2u < p.N) { store1((row0 + 4u) * p.N + col0 + 2u, c4_0[2]); }
+    if (col0 + 3u < p.N) { store1((row0 + 4u) * p.N + col0 + 3u, c4_0[3]); }
+    if (col0 + 4u < p.N) { store1((row0 + 4u) * p.N + col0 + 4u, c4_1[0]); }
+    if (col0 + 5u < p.N) { store1((row0 + 4u) * p.N + col0 + 5u, c4_1[1]); }
+    if (col0 + 6u < p.N) { store1((row0 + 4u) * p.N + col0 + 6u, c4_1[2]); }
+    if (col0 + 7u < p.N) { store1((row0 + 4u) * p.N + col0 + 7u, c4_1[3]); }
+  }
+  if (row0 + 5u < p.M) {
+    if (col0 + 0u < p.N) { store1((row0 + 5u) * p.N + col0 + 0u, c5_0[0]); }
+    if (col0 + 1u < p.N) { store1((row0 + 5u) * p.N + col0 + 1u, c5_0[1]); }
+    if (col0 + 2u < p.N) { store1((row0 + 5u) * p.N + col0 + 2u, c5_0[2]); }
+    if (col0 + 3u < p.N) { store1((row0 + 5u) * p.N + col0 + 3u, c5_0[3]); }
+    if (col0 + 4u < p.N) { store1((row0 + 5u) * p.N + col0 + 4u, c5_1[0]); }
+    if (col0 + 5u < p.N) { store1((row0 + 5u) * p.N + col0 + 5u, c5_1[1]); }
+    if (col0 + 6u < p.N) { store1((row0 + 5u) * p.N + col0 + 6u, c5_1[2]); }
+    if (col0 + 7u < p.N) { store1((row0 + 5u) * p.N + col0 + 7u, c5_1[3]); }
+  }
+  if (row0 + 6u < p.M) {
+    if (col0 + 0u < p.N) { store1((row0 + 6u) * p.N + col0 + 0u, c6_0[0]); }
+    if (col0 + 1u < p.N) { store1((row0 + 6u) * p.N + col0 + 1u, c6_0[1]); }
+    if (col0 + 2u < p.N) { store1((row0 + 6u) * p.N + col0 + 2u, c6_0[2]); }
+    if (col0 + 3u < p.N) { store1((row0 + 6u) * p.N + col0 + 3u, c6_0[3]); }
+    if (col0 + 4u < p.N) { store1((row0 + 6u) * p.N + col0 + 4u, c6_1[0]); }
+    if (col0 + 5u < p.N) { store1((row0 + 6u) * p.N + col0 + 5u, c6_1[1]); }
+    if (col0 + 6u < p.N) { store1((row0 + 6u) * p.N + col0 + 6u, c6_1[2]); }
+    if (col0 + 7u < p.N) { store1((row0 + 6u) * p.N + col0 + 7u, c6_1[3]); }
+  }
+  if (row0 + 7u < p.M) {
+    if (col0 + 0u < p.N) { store1((row0 + 7u) * p.N + col0 + 0u, c7_0[0]); }
+    if (col0 + 1u < p.N) { store1((row0 + 7u) * p.N + col0 + 1u, c7_0[1]); }
+    if (col0 + 2u < p.N) { store1((row0 + 7u) * p.N + col0 + 2u, c7_0[2]); }
+    if (col0 + 3u < p.N) { store1((row0 + 7u) * p.N + col0 + 3u, c7_0[3]); }
+    if (col0 + 4u < p.N) { store1((row0 + 7u) * p.N + col0 + 4u, c7_1[0]); }
+    if (col0 + 5u < p.N) { store1((row0 + 7u) * p.N + col0 + 5u, c7_1[1]); }
+    if (col0 + 6u < p.N) { store1((row0 + 7u) * p.N + col0 + 6u, c7_1[2]); }
+    if (col0 + 7u < p.N) { store1((row0 + 7u) * p.N + col0 + 7u, c7_1[3]); }
+  }
+}
+
+@compute @workgroup_size(16, 4, 1)
+fn nn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let row0 = wg.y * 32u + lid.y * 8u;
+  let col0 = wg.x * 128u + lid.x * 8u;
+  if (row0 >= p.M || col0 >= p.N) { return; }
+  let nb0 = i32(min(col0, p.N - 4u) / 4u);
+  let nb1 = i32(min(col0 + 4u, p.N - 4u) / 4u);
+  var c0_0 = vec4<f32>(0.0);
+  var c0_1 = vec4<f32>(0.0);
+  var c1_0 = vec4<f32>(0.0);
+  var c1_1 = vec4<f32>(0.0);
+  var c2_0 = vec4<f32>(0.0);
+  var c2_1 = vec4<f32>(0.0);
+  var c3_0 = vec4<f32>(0.0);
+  var c3_1 = vec4<f32>(0.0);
+  var c4_0 = vec4<f32>(0.0);
+  var c4_1 = vec4<f32>(0.0);
+  var c5_0 = vec4<f32>(0.0);
+  var c5_1 = vec4<f32>(0.0);
+  var c6_0 = vec4<f32>(0.0);
+  var c6_1 = vec4<f32>(0.0);
+  var c7_0 = vec4<f32>(0.0);
+  var c7_1 = vec4<f32>(0.0);
+  let ra0 = i32(min(row0 + 0u, p.M - 1u));
+  let ra1 = i32(min(row0 + 1u, p.M - 1u));
+  let ra2 = i32(min(row0 + 2u, p.M - 1u));
+  let ra3 = i32(min(row0 + 3u, p.M - 1u));
+  let ra4 = i32(min(row0 + 4u, p.M - 1u));
+  let ra5 = i32(min(row0 + 5u, p.M - 1u));
+  let ra6 = i32(min(row0 + 6u, p.M - 1u));
+  let ra7 = i32(min(row0 + 7u, p.M - 1u));
+  for (var kq = 0; kq < i32(p.K / 4u); kq++) {
+    let a0 = textureLoad(ta, vec2<i32>(kq, ra0), 0);
+    let a1 = textureLoad(ta, vec2<i32>(kq, ra1), 0);
+    let a2 = textureLoad(ta, vec2<i32>(kq, ra2), 0);
+    let a3 = textureLoad(ta, vec2<i32>(kq, ra3), 0);
+    let a4 = textureLoad(ta, vec2<i32>(kq, ra4), 0);
+    let a5 = textureLoad(ta, vec2<i32>(kq, ra5), 0);
+    let a6 = textureLoad(ta, vec2<i32>(kq, ra6), 0);
+    let a7 = textureLoad(ta, vec2<i32>(kq, ra7), 0);
+    let b0_0 = textureLoad(tb, vec2<i32>(nb0, kq * 4 + 0), 0);
+    let b0_1 = textureLoad(tb, vec2<i32>(nb1, kq * 4 + 0), 0);
+    c0_0 = fma(vec4<f32>(a0[0]), b0_0, c0_0);
+    c0_1 = fma(vec4<f32>(a0[0]), b0_1, c0_1);
+    c1_0 = fma(vec4<f32>(a1[0]), b0_0, c1_0);
+    c1_1 = fma(vec4<f32>(a1[0]), b0_1, c1_1);
+    c2_0 = fma(vec4<f32>(a2[0]), b0_0, c2_0);
+    c2_1 = fma(vec4<f32>(a2[0]), b0_1, c2_1);
+    c3_0 = fma(vec4<f32>(a3[0]), b0_0, c3_0);
+    c3_1 = fma(vec4<f32>(a3[0]), b0_1, c3_1);
+    c4_0 = fma(vec4<f32>(a4[0]), b0_0, c4_0);
+    c4_1 = fma(vec4<f32>(a4[0]), b0_1, c4_1);
+    c5_0 = fma(vec4<f32>(a5[0]), b0_0, c5_0);
+    c5_1 = fma(vec4<f32>(a5[0]), b0_1, c5_1);
+    c6_0 = fma(vec4<f32>(a6[0]), b0_0, c6_0);
+    c6_1 = fma(vec4<f32>(a6[0]), b0_1, c6_1);
+    c7_0 = fma(vec4<f32>(a7[0]), b0_0, c7_0);
+    c7_1 = fma(vec4<f32>(a7[0]), b0_1, c7_1);
+    let b1_0 = textureLoad(tb, vec2<i32>(nb0, kq * 4 + 1), 0);
+    let b1_1 = textureLoad(tb, vec2<i32>(nb1, kq * 4 + 1), 0);
+    c0_0 = fma(vec4<f32>(a0[1]), b1_0, c0_0);
+    c0_1 = fma(vec4<f32>(a0[1]), b1_1, c0_1);
+    c1_0 = fma(vec4<f32>(a1[1]), b1_0, c1_0);
+    c1_1 = fma(vec4<f32>(a1[1]), b1_1, c1_1);
+    c2_0 = fma(vec4<f32>(a2[1]), b1_0, c2_0);
+    c2_1 = fma(vec4<f32>(a2[1]), b1_1, c2_1);
+    c3_0 = fma(vec4<f32>(a3[1]), b1_0, c3_0);
+    c3_1 = fma(vec4<f32>(a3[1]), b1_1, c3_1);
+    c4_0 = fma(vec4<f32>(a4[1]), b1_0, c4_0);
+    c4_1 = fma(vec4<f32>(a4[1]), b1_1, c4_1);
+    c5_0 = fma(vec4<f32>(a5[1]), b1_0, c5_0);
+    c5_1 = fma(vec4<f32>(a5[1]), b1_1, c5_1);
+    c6_0 = fma(vec4<f32>(a6[1]), b1_0, c6_0);
+    c6_1 = fma(vec4<f32>(a6[1]), b1_1, c6_1);
+    c7_0 = fma(vec4<f32>(a7[1]), b1_0, c7_0);
+    c7_1 = fma(vec4<f32>(a7[1]), b1_1, c7_1);
+    let b2_0 = textureLoad(tb, vec2<i32>(nb0, kq * 4 + 2), 0);
+    let b2_1 = textureLoad(tb, vec2<i32>(nb1, kq * 4 + 2), 0);
+    c0_0 = fma(vec4<f32>(a0[2]), b2_0, c0_0);
+    c0_1 = fma(vec4<f32>(a0[2]), b2_1, c0_1);
+    c1_0 = fma(vec4<f32>(a1[2]), b2_0, c1_0);
+    c1_1 = fma(vec4<f32>(a1[2]), b2_1, c1_1);
+    c2_0 = fma(vec4<f32>(a2[2]), b2_0, c2_0);
+    c2_1 = fma(vec4<f32>(a2[2]), b2_1, c2_1);
+    c3_0 = fma(vec4<f32>(a3[2]), b2_0, c3_0);
+    c3_1 = fma(vec4<f32>(a3[2]), b2_1, c3_1);
+    c4_0 = fma(vec4<f32>(a4[2]), b2_0, c4_0);
+    c4_1 = fma(vec4<f32>(a4[2]), b2_1, c4_1);
+    c5_0 = fma(vec4<f32>(a5[2]), b2_0, c5_0);
+    c5_1 = fma(vec4<f32>(a5[2]), b2_1, c5_1);
+    c6_0 = fma(vec4<f32>(a6[2]), b2_0, c6_0);
+    c6_1 = fma(vec4<f32>(a6[2]), b2_1, c6_1);
+    c7_0 = fma(vec4<f32>(a7[2]), b2_0, c7_0);
+    c7_1 = fma(vec4<f32>(a7[2]), b2_1, c7_1);
+    let b3_0 = textureLoad(tb, vec2<i32>(nb0, kq * 4 + 3), 0);
+    let b3_1 = textureLoad(tb, vec2<i32>(nb1, kq * 4 + 3), 0);
+    c0_0 = fma(vec4<f32>(a0[3]), b3_0, c0_0);
+    c0_1 = fma(vec4<f32>(a0[3]), b3_1, c0_1);
+    c1_0 = fma(vec4<f32>(a1[3]), b3_0, c1_0);
+    c1_1 = fma(vec4<f32>(a1[3]), b3_1, c1_1);
+    c2_0 = fma(vec4<f32>(a2[3]), b3_0, c2_0);
+    c2_1 = fma(vec4<f32>(a2[3]), b3_1, c2_1);
+    c3_0 = fma(vec4<f32>(a3[3]), b3_0, c3_0);
+    c3_1 = fma(vec4<f32>(a3[3]), b3_1, c3_1);
+    c4_0 = fma(vec4<f32>(a4[3]), b3_0, c4_0);
+    c4_1 = fma(vec4<f32>(a4[3]), b3_1, c4_1);
+    c5_0 = fma(vec4<f32>(a5[3]), b3_0, c5_0);
+    c5_1 = fma(vec4<f32>(a5[3]), b3_1, c5_1);
+    c6_0 = fma(vec4<f32>(a6[3]), b3_0, c6_0);
+    c6_1 = fma(vec4<f32>(a6[3]), b3_1, c6_1);
+    c7_0 = fma(vec4<f32>(a7[3]), b3_0, c7_0);
+    c7_1 = fma(vec4<f32>(a7[3]), b3_1, c7_1);
+  }
+  if (row0 + 0u < p.M) {
+    if (col0 + 0u < p.N) { store1((row0 + 0u) * p.N + col0 + 0u, c0_0[0]); }
+    if (col0 + 1u < p.N) { store1((row0 + 0u) * p.N + col0 + 1u, c0_0[1]); }
+    if (col0 + 2u < p.N) { store1((row0 + 0u) * p.N + col0 + 2u, c0_0[2]); }
+    if (col0 + 3u < p.N) { store1((row0 + 0u) * p.N + col0 + 3u, c0_0[3]); }
+    if (col0 + 4u < p.N) { store1((row0 + 0u) * p.N + col0 + 4u, c0_1[0]); }
+    if (col0 + 5u < p.N) { store1((row0 + 0u) * p.N + col0 + 5u, c0_1[1]); }
+    if (col0 + 6u < p.N) { store1((row0 + 0u) * p.N + col0 + 6u, c0_1[2]); }
+    if (col0 + 7u < p.N) { store1((row0 + 0u) * p.N + col0 + 7u, c0_1[3]); }
+  }
+  if (row0 + 1u < p.M) {
+    if (col0 + 0u < p.N) { store1((row0 + 1u) * p.N + col0 + 0u, c1_0[0]); }
+    if (col0 + 1u < p.N) { store1((row0 + 1u) * p.N + col0 + 1u, c1_0[1]); }
+    if (col0 + 2u < p.N) { store1((row0 + 1u) * p.N + col0 + 2u, c1_0[2]); }
+    if (col0 + 3u < p.N) { store1((row0 + 1u) * p.N + col0 + 3u, c1_0[3]); }
+    if (col0 + 4u < p.N) { store1((row0 + 1u) * p.N + col0 + 4u, c1_1[0]); }
+    if (col0 + 5u < p.N) { store1((row0 + 1u) * p.N + col0 + 5u, c1_1[1]); }
+    if (col0 + 6u < p.N) { store1((row0 + 1u) * p.N + col0 + 6u, c1_1[2]); }
+    if (col0 + 7u < p.N) { store1((row0 + 1u) * p.N + col0 + 7u, c1_1[3]); }
+  }
+  if (row0 + 2u < p.M) {
+    if (col0 + 0u < p.N) { store1((row0 + 2u) * p.N + col0 + 0u, c2_0[0]); }
+    if (col0 + 1u < p.N) { store1((row0 + 2u) * p.N + col0 + 1u, c2_0[1]); }
+    if (col0 + 2u < p.N) { store1((row0 + 2u) * p.N + col0 + 2u, c2_0[2]); }
+    if (col0 + 3u < p.N) { store1((row0 + 2u) * p.N + col0 + 3u, c2_0[3]); }
+    if (col0 + 4u < p.N) { store1((row0 + 2u) * p.N + col0 + 4u, c2_1[0]); }
+    if (col0 + 5u < p.N) { store1((row0 + 2u) * p.N + col0 + 5u, c2_1[1]); }
+    if (col0 + 6u < p.N) { store1((row0 + 2u) * p.N + col0 + 6u, c2_1[2]); }
+    if (col0 + 7u < p.N) { store1((row0 + 2u) * p.N + col0 + 7u, c2_1[3]); }
+  }
+  if (row0 + 3u < p.M) {
+    if (col0 + 0u < p.N) { store1((row0 + 3u) * p.N + col0 + 0u, c3_0[0]); }
+    if (col0 + 1u < p.N) { store1((row0 + 3u) * p.N + col0 + 1u, c3_0[1]); }
+    if (col0 + 2u < p.N) { store1((row0 + 3u) * p.N + col0 + 2u, c3_0[2]); }
+    if (col0 + 3u < p.N) { store1((row0 + 3u) * p.N + col0 + 3u, c3_0[3]); }
+    if (col0 + 4u < p.N) { store1((row0 + 3u) * p.N + col0 + 4u, c3_1[0]); }
+    if (col0 + 5u < p.N) { store1((row0 + 3u) * p.N + col0 + 5u, c3_1[1]); }
+    if (col0 + 6u < p.N) { store1((row0 + 3u) * p.N + col0 + 6u, c3_1[2]); }
+    if (col0 + 7u < p.N) { store1((row0 + 3u) * p.N + col0 + 7u, c3_1[3]); }
+  }
+  if (row0 + 4u < p.M) {
+    if (col0 + 0u < p.N) { store1((row0 + 4u) * p.N + col0 + 0u, c4_0[0]); }
+    if (col0 + 1u < p.N) { store1((row0 + 4u) * p.N + col0 + 1u, c4_0[1]); }
+    if (col0 + 2u < p.N) { store1((row0 + 4u) * p.N + col0 + 2u, c4_0[2]); }
+    if (col0 + 3u < p.N) { store1((row0 + 4u) * p.N + col0 + 3u, c4_0[3]); }
+    if (col0 + 4u < p.N) { store1((row0 + 4u) * p.N + col0 + 4u, c4_1[0]); }
+    if (col0 + 5u < p.N) { store1((row0 + 4u) * p.N + col0 + 5u, c4_1[1]); }
+    if (col0 + 6u < p.N) { store1((row0 + 4u) * p.N + col0 + 6u, c4_1[2]); }
+    if (col0 + 7u < p.N) { store1((row0 + 4u) * p.N + col0 + 7u, c4_1[3]); }
+  }
+  if (row0 + 5u < p.M) {
+    if (col0 + 0u < p.N) { store1((row0 + 5u) * p.N + col0 + 0u, c5_0[0]); }
+    if (col0 + 1u < p.N) { store1((row0 + 5u) * p.N + col0 + 1u, c5_0[1]); }
+    if (col0 + 2u < p.N) { store1((row0 + 5u) * p.N + col0 + 2u, c5_0[2]); }
+    if (col0 + 3u < p.N) { store1((row0 + 5u) * p.N + col0 + 3u, c5_0[3]); }
+    if (col0 + 4u < p.N) { store1((row0 + 5u) * p.N + col0 + 4u, c5_1[0]); }
+    if (col0 + 5u < p.N) { store1((row0 + 5u) * p.N + col0 + 5u, c5_1[1]); }
+    if (col0 + 6u < p.N) { store1((row0 + 5u) * p.N + col0 + 6u, c5_1[2]); }
+    if (col0 + 7u < p.N) { store1((row0 + 5u) * p.N + col0 + 7u, c5_1[3]); }
+  }
+  if (row0 + 6u < p.M) {
+    if (col0 + 0u < p.N) { store1((row0 + 6u) * p.N + col0 + 0u, c6_0[0]); }
+    if (col0 + 1u < p.N) { store1((row0 + 6u) * p.N + col0 + 1u, c6_0[1]); }
+    if (col0 + 2u < p.N) { store1((row0 + 6u) * p.N + col0 + 2u, c6_0[2]); }
+    if (col0 + 3u < p.N) { store1((row0 + 6u) * p.N + col0 + 3u, c6_0[3]); }
+    if (col0 + 4u < p.N) { store1((row0 + 6u) * p.N + col0 + 4u, c6_1[0]); }
+    if (col0 + 5u < p.N) { store1((row0 + 6u) * p.N + col0 + 5u, c6_1[1]); }
+    if (col0 + 6u < p.N) { store1((row0 + 6u) * p.N + col0 + 6u, c6_1[2]); }
+    if (col0 + 7u < p.N) { store1((row0 + 6u) * p.N + col0 + 7u, c6_1[3]); }
+  }
+  if (row0 + 7u < p.M) {
+    if (col0 + 0u < p.N) { store1((row0 + 7u) * p.N + col0 + 0u, c7_0[0]); }
+    if (col0 + 1u < p.N) { store1((row0 + 7u) * p.N + col0 + 1u, c7_0[1]); }
+    if (col0 + 2u < p.N) { store1((row0 + 7u) * p.N + col0 + 2u, c7_0[2]); }
+    if (col0 + 3u < p.N) { store1((row0 + 7u) * p.N + col0 + 3u, c7_0[3]); }
+    if (col0 + 4u < p.N) { store1((row0 + 7u) * p.N + col0 + 4u, c7_1[0]); }
+    if (col0 + 5u < p.N) { store1((row0 + 7u) * p.N + col0 + 5u, c7_1[1]); }
+    if (col0 + 6u < p.N) { store1((row0 + 7u) * p.N + col0 + 6u, c7_1[2]); }
+    if (col0 + 7u < p.N) { store1((row0 + 7u) * p.N + col0 + 7u, c7_1[3]); }
+  }
+}
+
+@compute @workgroup_size(16, 4, 1)
+fn tn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let row0 = wg.y * 32u + lid.y * 8u;
+  let col0 = wg.x * 128u + lid.x * 8u;
+  if (row0 >= p.M || col0 >= p.N) { return; }
+  let nb0 = i32(min(col0, p.N - 4u) / 4u);
+  let nb1 = i32(min(col0 + 4u, p.N - 4u) / 4u);
+  var c0_0 = vec4<f32>(0.0);
+  var c0_1 = vec4<f32>(0.0);
+  var c1_0 = vec4<f32>(0.0);
+  var c1_1 = vec4<f32>(0.0);
+  var c2_0 = vec4<f32>(0.0);
+  var c2_1 = vec4<f32>(0.0);
+  var c3_0 = vec4<f32>(0.0);
+  var c3_1 = vec4<f32>(0.0);
+  var c4_0 = vec4<f32>(0.0);
+  var c4_1 = vec4<f32>(0.0);
+  var c5_0 = vec4<f32>(0.0);
+  var c5_1 = vec4<f32>(0.0);
+  var c6_0 = vec4<f32>(0.0);
+  var c6_1 = vec4<f32>(0.0);
+  var c7_0 = vec4<f32>(0.0);
+  var c7_1 = vec4<f32>(0.0);
+  let ma0 = i32(min(row0, p.M - 4u) / 4u);
+  let ma1 = i32(min(row0 + 4u, p.M - 4u) / 4u);
+  for (var k = 0; k < i32(p.K); k++) {
+    let a0 = textureLoad(ta, vec2<i32>(ma0, k), 0);
+    let a1 = textureLoad(ta, vec2<i32>(ma1, k), 0);
+    let b0 = textureLoad(tb, vec2<i32>(nb0, k), 0);
+    let b1 = textureLoad(tb, vec2<i32>(nb1, k), 0);
+    c0_0 = fma(vec4<f32>(a0[0]), b0, c0_0);
+    c0_1 = fma(vec4<f32>(a0[0]), b1, c0_1);
+    c1_0 = fma(vec4<f32>(a0[1]), b0, c1_0);
+    c1_1 = fma(vec4<f32>(a0[1]), b1, c1_1);
+    c2_0 = fma(vec4<f32>(a0[2]), b0, c2_0);
+    c2_1 = fma(vec4<f32>(a0[2]), b1, c2_1);
+    c3_0 = fma(vec4<f32>(a0[3]), b0, c3_0);
+    c3_1 = fma(vec4<f32>(a0[3]), b1, c3_1);
+    c4_0 = fma(vec4<f32>(a1[0]), b0, c4_0);
+    c4_1 = fma(vec4<f32>(a1[0]), b1, c4_1);
+    c5_0 = fma(vec4<f32>(a1[1]), b0, c5_0);
+    c5_1 = fma(vec4<f32>(a1[1]), b1, c5_1);
+    c6_0 = fma(vec4<f32>(a1[2]), b0, c6_0);
+    c6_1 = fma(vec4<f32>(a1[2]), b1, c6_1);
+    c7_0 = fma(vec4<f32>(a1[3]), b0, c7_0);
+    c7_1 = fma(vec4<f32>(a1[3]), b1, c7_1);
   }
   if (row0 + 0u < p.M) {
     if (col0 + 0u < p.N) { store1((row0 + 0u) * p.N + col0 + 0u, c0_0[0]); }

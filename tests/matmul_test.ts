@@ -18,11 +18,22 @@ Deno.test("ref linear backward matches finite differences", () => {
 // f32 accumulation of K products of O(1) values: error grows like sqrt(K) * 2^-24 * |terms|;
 // with K <= 300 and |x|,|w| <= 1 an absolute 1e-4 plus relative 1e-4 bounds it with margin.
 const TOL = { atol: 1e-4, rtol: 1e-4 };
-const SHAPES: [number, number, number][] = [[1, 1, 1], [7, 13, 5], [65, 63, 67], [130, 70, 257], [
-  3,
-  200,
-  33,
-]];
+// Odd shapes take the scalar path; multiples of 4 the vec4 path; rows of a multiple of 64
+// floats the texture path of the `reg` tuning (each layout has its own condition).
+const SHAPES: [number, number, number][] = [
+  [1, 1, 1],
+  [7, 13, 5],
+  [65, 63, 67],
+  [130, 70, 257],
+  [3, 200, 33],
+  [64, 64, 64],
+  [68, 72, 12],
+  [132, 36, 260],
+  [70, 130, 128],
+  [33, 300, 64],
+  [64, 128, 192],
+  [128, 64, 70],
+];
 
 for (const variant of ["reg", "tiled"] as MatmulVariant[]) {
   gpuTest(
@@ -47,17 +58,13 @@ for (const variant of ["reg", "tiled"] as MatmulVariant[]) {
         rt.submit(rec);
         const ref = linearBackward(dy, x, w, M, N, K);
         const path = mm.path(M, N, K);
-        // Forward (nt) paths; the nn and tn calls of the same sizes take reg or reg4.
-        equal(
-          path,
-          variant === "tiled"
-            ? "tiled"
-            : K % 64 === 0
-            ? "tex"
-            : M % 4 || N % 4 || K % 4
-            ? "reg"
-            : "reg4",
-        );
+        // Which path each layout takes; texture operands need rows of a multiple of 64 floats.
+        const vec = M % 4 || N % 4 || K % 4 ? "reg" : "reg4";
+        equal(path, variant === "tiled" ? "tiled" : K % 64 === 0 ? "tex" : vec);
+        if (variant === "reg") {
+          equal(mm.path(M, N, K, [], "nn"), K % 64 === 0 && N % 64 === 0 ? "tex" : vec);
+          equal(mm.path(M, N, K, [], "tn"), M % 64 === 0 && N % 64 === 0 ? "tex" : vec);
+        }
         const what = `${variant}/${path} ${M}x${N}x${K}`;
         assertClose(await y, linearForward(x, w, M, N, K), { ...TOL, what: `${what} y` });
         assertClose(await dx, ref.dx, { ...TOL, what: `${what} dx` });

@@ -62,7 +62,9 @@ export class Matmul {
      */
     readonly maxK: number,
     /** `reg` only: the texture-operand forward (nt) and the device it makes textures on. */
-    private readonly tex: { pipe: Pipeline; device: GPUDevice; maxDim: number } | null = null,
+    private readonly tex:
+      | { pipes: Record<Layout, Pipeline>; device: GPUDevice; maxDim: number }
+      | null = null,
   ) {}
 
   /** Operand textures by role and size, made once and reused (queue order keeps it safe). */
@@ -110,7 +112,16 @@ export class Matmul {
     const maxK = rt.profile !== "cpu" ? Infinity : v === "reg" ? 32768 : 2048;
     const tex = v === "reg"
       ? {
-        pipe: await rt.pipeline(matmulTexKernel, "nt", ["uniform", "texture", "texture", "rw"]),
+        pipes: Object.fromEntries(
+          await Promise.all(
+            (Object.keys(TRANS) as Layout[]).map(async (l) =>
+              [
+                l,
+                await rt.pipeline(matmulTexKernel, l, ["uniform", "texture", "texture", "rw"]),
+              ] as const
+            ),
+          ),
+        ) as Record<Layout, Pipeline>,
         device: rt.device,
         maxDim: rt.limits.maxTextureDimension2D,
       }
@@ -135,9 +146,8 @@ export class Matmul {
   ): MatmulPath {
     if (this.variant === "tiled") return "tiled";
     const d = this.tex?.maxDim ?? 0;
-    if (layout === "nt" && batch === 1 && K % 64 === 0 && M <= d && N <= d && K / 4 <= d) {
-      return "tex";
-    }
+    const fits = ([w, h, cols]: number[]) => cols % 64 === 0 && w <= d && h <= d;
+    if (batch === 1 && texShapes(layout, M, N, K).every(fits)) return "tex";
     const aligned = [M, N, K, ...strides].every((v) => v % 4 === 0);
     return aligned && this.pipes4 ? "reg4" : "reg";
   }
@@ -155,10 +165,11 @@ export class Matmul {
       .f32(x.alpha ?? 1).f32(x.beta ?? 0);
     const path = this.path(M, N, K, [sA, sB, sC], layout, batch);
     if (path === "tex" && [x.a, x.b].every((t) => t.offset % 16 === 0)) {
-      const ta = this.#texture("A", K / 4, M), tb = this.#texture("B", K / 4, N);
-      rec.copyToTexture(x.a, ta, K / 4, M);
-      rec.copyToTexture(x.b, tb, K / 4, N);
-      rec.dispatch(this.tex!.pipe, [params, ta.createView(), tb.createView(), x.c], [
+      const [[wa, ha], [wb, hb]] = texShapes(layout, M, N, K);
+      const ta = this.#texture("A", wa, ha), tb = this.#texture("B", wb, hb);
+      rec.copyToTexture(x.a, ta, wa, ha);
+      rec.copyToTexture(x.b, tb, wb, hb);
+      rec.dispatch(this.tex!.pipes[layout], [params, ta.createView(), tb.createView(), x.c], [
         Math.ceil(N / 128),
         Math.ceil(M / 32),
       ]);
@@ -230,6 +241,16 @@ export class Matmul {
   ): void {
     this.record(rec, "tn", { c: dw, a: dy, b: x, M: N, N: K, K: M, beta });
   }
+}
+
+/**
+ * The operand textures of a layout as [width in texels, rows, floats per row]: A then B. A row
+ * of floats becomes width = floats / 4 rgba32float texels.
+ */
+function texShapes(layout: Layout, M: number, N: number, K: number): [number, number, number][] {
+  if (layout === "nt") return [[K / 4, M, K], [K / 4, N, K]];
+  if (layout === "nn") return [[K / 4, M, K], [N / 4, K, N]];
+  return [[M / 4, K, M], [N / 4, K, N]];
 }
 
 function need(t: Tensor, n: number, what: string): void {
