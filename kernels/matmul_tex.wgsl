@@ -33,6 +33,15 @@ fn store1(i: u32, v: f32) {
   }
 }
 
+// Stores one thread row: 8 columns from two vec4 accumulators, dropping those past the edge.
+fn store8(m: u32, n0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+  if (m >= p.M) { return; }
+  for (var j = 0u; j < 4u; j++) {
+    if (n0 + j < p.N) { store1(m * p.N + n0 + j, lo[j]); }
+    if (n0 + 4u + j < p.N) { store1(m * p.N + n0 + 4u + j, hi[j]); }
+  }
+}
+
 @compute @workgroup_size(16, 4, 1)
 fn nt(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let row0 = wg.y * 32u + lid.y * 8u;
@@ -160,86 +169,14 @@ fn nt(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: v
     c7_0 = fma(vec4<f32>(a7[3]), b3_0, c7_0);
     c7_1 = fma(vec4<f32>(a7[3]), b3_1, c7_1);
   }
-  if (row0 + 0u < p.M) {
-    if (col0 + 0u < p.N) { store1((row0 + 0u) * p.N + col0 + 0u, c0_0[0]); }
-    if (col0 + 1u < p.N) { store1((row0 + 0u) * p.N + col0 + 1u, c0_0[1]); }
-    if (col0 + 2u < p.N) { store1((row0 + 0u) * p.N + col0 + 2u, c0_0[2]); }
-    if (col0 + 3u < p.N) { store1((row0 + 0u) * p.N + col0 + 3u, c0_0[3]); }
-    if (col0 + 4u < p.N) { store1((row0 + 0u) * p.N + col0 + 4u, c0_1[0]); }
-    if (col0 + 5u < p.N) { store1((row0 + 0u) * p.N + col0 + 5u, c0_1[1]); }
-    if (col0 + 6u < p.N) { store1((row0 + 0u) * p.N + col0 + 6u, c0_1[2]); }
-    if (col0 + 7u < p.N) { store1((row0 + 0u) * p.N + col0 + 7u, c0_1[3]); }
-  }
-  if (row0 + 1u < p.M) {
-    if (col0 + 0u < p.N) { store1((row0 + 1u) * p.N + col0 + 0u, c1_0[0]); }
-    if (col0 + 1u < p.N) { store1((row0 + 1u) * p.N + col0 + 1u, c1_0[1]); }
-    if (col0 + 2u < p.N) { store1((row0 + 1u) * p.N + col0 + 2u, c1_0[2]); }
-    if (col0 + 3u < p.N) { store1((row0 + 1u) * p.N + col0 + 3u, c1_0[3]); }
-    if (col0 + 4u < p.N) { store1((row0 + 1u) * p.N + col0 + 4u, c1_1[0]); }
-    if (col0 + 5u < p.N) { store1((row0 + 1u) * p.N + col0 + 5u, c1_1[1]); }
-    if (col0 + 6u < p.N) { store1((row0 + 1u) * p.N + col0 + 6u, c1_1[2]); }
-    if (col0 + 7u < p.N) { store1((row0 + 1u) * p.N + col0 + 7u, c1_1[3]); }
-  }
-  if (row0 + 2u < p.M) {
-    if (col0 + 0u < p.N) { store1((row0 + 2u) * p.N + col0 + 0u, c2_0[0]); }
-    if (col0 + 1u < p.N) { store1((row0 + 2u) * p.N + col0 + 1u, c2_0[1]); }
-    if (col0 + 2u < p.N) { store1((row0 + 2u) * p.N + col0 + 2u, c2_0[2]); }
-    if (col0 + 3u < p.N) { store1((row0 + 2u) * p.N + col0 + 3u, c2_0[3]); }
-    if (col0 + 4u < p.N) { store1((row0 + 2u) * p.N + col0 + 4u, c2_1[0]); }
-    if (col0 + 5u < p.N) { store1((row0 + 2u) * p.N + col0 + 5u, c2_1[1]); }
-    if (col0 + 6u < p.N) { store1((row0 + 2u) * p.N + col0 + 6u, c2_1[2]); }
-    if (col0 + 7u < p.N) { store1((row0 + 2u) * p.N + col0 + 7u, c2_1[3]); }
-  }
-  if (row0 + 3u < p.M) {
-    if (col0 + 0u < p.N) { store1((row0 + 3u) * p.N + col0 + 0u, c3_0[0]); }
-    if (col0 + 1u < p.N) { store1((row0 + 3u) * p.N + col0 + 1u, c3_0[1]); }
-    if (col0 + 2u < p.N) { store1((row0 + 3u) * p.N + col0 + 2u, c3_0[2]); }
-    if (col0 + 3u < p.N) { store1((row0 + 3u) * p.N + col0 + 3u, c3_0[3]); }
-    if (col0 + 4u < p.N) { store1((row0 + 3u) * p.N + col0 + 4u, c3_1[0]); }
-    if (col0 + 5u < p.N) { store1((row0 + 3u) * p.N + col0 + 5u, c3_1[1]); }
-    if (col0 + 6u < p.N) { store1((row0 + 3u) * p.N + col0 + 6u, c3_1[2]); }
-    if (col0 + 7u < p.N) { store1((row0 + 3u) * p.N + col0 + 7u, c3_1[3]); }
-  }
-  if (row0 + 4u < p.M) {
-    if (col0 + 0u < p.N) { store1((row0 + 4u) * p.N + col0 + 0u, c4_0[0]); }
-    if (col0 + 1u < p.N) { store1((row0 + 4u) * p.N + col0 + 1u, c4_0[1]); }
-    if (col0 + 2u < p.N) { store1((row0 + 4u) * p.N + col0 + 2u, c4_0[2]); }
-    if (col0 + 3u < p.N) { store1((row0 + 4u) * p.N + col0 + 3u, c4_0[3]); }
-    if (col0 + 4u < p.N) { store1((row0 + 4u) * p.N + col0 + 4u, c4_1[0]); }
-    if (col0 + 5u < p.N) { store1((row0 + 4u) * p.N + col0 + 5u, c4_1[1]); }
-    if (col0 + 6u < p.N) { store1((row0 + 4u) * p.N + col0 + 6u, c4_1[2]); }
-    if (col0 + 7u < p.N) { store1((row0 + 4u) * p.N + col0 + 7u, c4_1[3]); }
-  }
-  if (row0 + 5u < p.M) {
-    if (col0 + 0u < p.N) { store1((row0 + 5u) * p.N + col0 + 0u, c5_0[0]); }
-    if (col0 + 1u < p.N) { store1((row0 + 5u) * p.N + col0 + 1u, c5_0[1]); }
-    if (col0 + 2u < p.N) { store1((row0 + 5u) * p.N + col0 + 2u, c5_0[2]); }
-    if (col0 + 3u < p.N) { store1((row0 + 5u) * p.N + col0 + 3u, c5_0[3]); }
-    if (col0 + 4u < p.N) { store1((row0 + 5u) * p.N + col0 + 4u, c5_1[0]); }
-    if (col0 + 5u < p.N) { store1((row0 + 5u) * p.N + col0 + 5u, c5_1[1]); }
-    if (col0 + 6u < p.N) { store1((row0 + 5u) * p.N + col0 + 6u, c5_1[2]); }
-    if (col0 + 7u < p.N) { store1((row0 + 5u) * p.N + col0 + 7u, c5_1[3]); }
-  }
-  if (row0 + 6u < p.M) {
-    if (col0 + 0u < p.N) { store1((row0 + 6u) * p.N + col0 + 0u, c6_0[0]); }
-    if (col0 + 1u < p.N) { store1((row0 + 6u) * p.N + col0 + 1u, c6_0[1]); }
-    if (col0 + 2u < p.N) { store1((row0 + 6u) * p.N + col0 + 2u, c6_0[2]); }
-    if (col0 + 3u < p.N) { store1((row0 + 6u) * p.N + col0 + 3u, c6_0[3]); }
-    if (col0 + 4u < p.N) { store1((row0 + 6u) * p.N + col0 + 4u, c6_1[0]); }
-    if (col0 + 5u < p.N) { store1((row0 + 6u) * p.N + col0 + 5u, c6_1[1]); }
-    if (col0 + 6u < p.N) { store1((row0 + 6u) * p.N + col0 + 6u, c6_1[2]); }
-    if (col0 + 7u < p.N) { store1((row0 + 6u) * p.N + col0 + 7u, c6_1[3]); }
-  }
-  if (row0 + 7u < p.M) {
-    if (col0 + 0u < p.N) { store1((row0 + 7u) * p.N + col0 + 0u, c7_0[0]); }
-    if (col0 + 1u < p.N) { store1((row0 + 7u) * p.N + col0 + 1u, c7_0[1]); }
-    if (col0 + 2u < p.N) { store1((row0 + 7u) * p.N + col0 + 2u, c7_0[2]); }
-    if (col0 + 3u < p.N) { store1((row0 + 7u) * p.N + col0 + 3u, c7_0[3]); }
-    if (col0 + 4u < p.N) { store1((row0 + 7u) * p.N + col0 + 4u, c7_1[0]); }
-    if (col0 + 5u < p.N) { store1((row0 + 7u) * p.N + col0 + 5u, c7_1[1]); }
-    if (col0 + 6u < p.N) { store1((row0 + 7u) * p.N + col0 + 6u, c7_1[2]); }
-    if (col0 + 7u < p.N) { store1((row0 + 7u) * p.N + col0 + 7u, c7_1[3]); }
-  }
+  store8(row0 + 0u, col0, c0_0, c0_1);
+  store8(row0 + 1u, col0, c1_0, c1_1);
+  store8(row0 + 2u, col0, c2_0, c2_1);
+  store8(row0 + 3u, col0, c3_0, c3_1);
+  store8(row0 + 4u, col0, c4_0, c4_1);
+  store8(row0 + 5u, col0, c5_0, c5_1);
+  store8(row0 + 6u, col0, c6_0, c6_1);
+  store8(row0 + 7u, col0, c7_0, c7_1);
 }
 
 @compute @workgroup_size(16, 4, 1)
@@ -355,86 +292,14 @@ fn nn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: v
     c7_0 = fma(vec4<f32>(a7[3]), b3_0, c7_0);
     c7_1 = fma(vec4<f32>(a7[3]), b3_1, c7_1);
   }
-  if (row0 + 0u < p.M) {
-    if (col0 + 0u < p.N) { store1((row0 + 0u) * p.N + col0 + 0u, c0_0[0]); }
-    if (col0 + 1u < p.N) { store1((row0 + 0u) * p.N + col0 + 1u, c0_0[1]); }
-    if (col0 + 2u < p.N) { store1((row0 + 0u) * p.N + col0 + 2u, c0_0[2]); }
-    if (col0 + 3u < p.N) { store1((row0 + 0u) * p.N + col0 + 3u, c0_0[3]); }
-    if (col0 + 4u < p.N) { store1((row0 + 0u) * p.N + col0 + 4u, c0_1[0]); }
-    if (col0 + 5u < p.N) { store1((row0 + 0u) * p.N + col0 + 5u, c0_1[1]); }
-    if (col0 + 6u < p.N) { store1((row0 + 0u) * p.N + col0 + 6u, c0_1[2]); }
-    if (col0 + 7u < p.N) { store1((row0 + 0u) * p.N + col0 + 7u, c0_1[3]); }
-  }
-  if (row0 + 1u < p.M) {
-    if (col0 + 0u < p.N) { store1((row0 + 1u) * p.N + col0 + 0u, c1_0[0]); }
-    if (col0 + 1u < p.N) { store1((row0 + 1u) * p.N + col0 + 1u, c1_0[1]); }
-    if (col0 + 2u < p.N) { store1((row0 + 1u) * p.N + col0 + 2u, c1_0[2]); }
-    if (col0 + 3u < p.N) { store1((row0 + 1u) * p.N + col0 + 3u, c1_0[3]); }
-    if (col0 + 4u < p.N) { store1((row0 + 1u) * p.N + col0 + 4u, c1_1[0]); }
-    if (col0 + 5u < p.N) { store1((row0 + 1u) * p.N + col0 + 5u, c1_1[1]); }
-    if (col0 + 6u < p.N) { store1((row0 + 1u) * p.N + col0 + 6u, c1_1[2]); }
-    if (col0 + 7u < p.N) { store1((row0 + 1u) * p.N + col0 + 7u, c1_1[3]); }
-  }
-  if (row0 + 2u < p.M) {
-    if (col0 + 0u < p.N) { store1((row0 + 2u) * p.N + col0 + 0u, c2_0[0]); }
-    if (col0 + 1u < p.N) { store1((row0 + 2u) * p.N + col0 + 1u, c2_0[1]); }
-    if (col0 + 2u < p.N) { store1((row0 + 2u) * p.N + col0 + 2u, c2_0[2]); }
-    if (col0 + 3u < p.N) { store1((row0 + 2u) * p.N + col0 + 3u, c2_0[3]); }
-    if (col0 + 4u < p.N) { store1((row0 + 2u) * p.N + col0 + 4u, c2_1[0]); }
-    if (col0 + 5u < p.N) { store1((row0 + 2u) * p.N + col0 + 5u, c2_1[1]); }
-    if (col0 + 6u < p.N) { store1((row0 + 2u) * p.N + col0 + 6u, c2_1[2]); }
-    if (col0 + 7u < p.N) { store1((row0 + 2u) * p.N + col0 + 7u, c2_1[3]); }
-  }
-  if (row0 + 3u < p.M) {
-    if (col0 + 0u < p.N) { store1((row0 + 3u) * p.N + col0 + 0u, c3_0[0]); }
-    if (col0 + 1u < p.N) { store1((row0 + 3u) * p.N + col0 + 1u, c3_0[1]); }
-    if (col0 + 2u < p.N) { store1((row0 + 3u) * p.N + col0 + 2u, c3_0[2]); }
-    if (col0 + 3u < p.N) { store1((row0 + 3u) * p.N + col0 + 3u, c3_0[3]); }
-    if (col0 + 4u < p.N) { store1((row0 + 3u) * p.N + col0 + 4u, c3_1[0]); }
-    if (col0 + 5u < p.N) { store1((row0 + 3u) * p.N + col0 + 5u, c3_1[1]); }
-    if (col0 + 6u < p.N) { store1((row0 + 3u) * p.N + col0 + 6u, c3_1[2]); }
-    if (col0 + 7u < p.N) { store1((row0 + 3u) * p.N + col0 + 7u, c3_1[3]); }
-  }
-  if (row0 + 4u < p.M) {
-    if (col0 + 0u < p.N) { store1((row0 + 4u) * p.N + col0 + 0u, c4_0[0]); }
-    if (col0 + 1u < p.N) { store1((row0 + 4u) * p.N + col0 + 1u, c4_0[1]); }
-    if (col0 + 2u < p.N) { store1((row0 + 4u) * p.N + col0 + 2u, c4_0[2]); }
-    if (col0 + 3u < p.N) { store1((row0 + 4u) * p.N + col0 + 3u, c4_0[3]); }
-    if (col0 + 4u < p.N) { store1((row0 + 4u) * p.N + col0 + 4u, c4_1[0]); }
-    if (col0 + 5u < p.N) { store1((row0 + 4u) * p.N + col0 + 5u, c4_1[1]); }
-    if (col0 + 6u < p.N) { store1((row0 + 4u) * p.N + col0 + 6u, c4_1[2]); }
-    if (col0 + 7u < p.N) { store1((row0 + 4u) * p.N + col0 + 7u, c4_1[3]); }
-  }
-  if (row0 + 5u < p.M) {
-    if (col0 + 0u < p.N) { store1((row0 + 5u) * p.N + col0 + 0u, c5_0[0]); }
-    if (col0 + 1u < p.N) { store1((row0 + 5u) * p.N + col0 + 1u, c5_0[1]); }
-    if (col0 + 2u < p.N) { store1((row0 + 5u) * p.N + col0 + 2u, c5_0[2]); }
-    if (col0 + 3u < p.N) { store1((row0 + 5u) * p.N + col0 + 3u, c5_0[3]); }
-    if (col0 + 4u < p.N) { store1((row0 + 5u) * p.N + col0 + 4u, c5_1[0]); }
-    if (col0 + 5u < p.N) { store1((row0 + 5u) * p.N + col0 + 5u, c5_1[1]); }
-    if (col0 + 6u < p.N) { store1((row0 + 5u) * p.N + col0 + 6u, c5_1[2]); }
-    if (col0 + 7u < p.N) { store1((row0 + 5u) * p.N + col0 + 7u, c5_1[3]); }
-  }
-  if (row0 + 6u < p.M) {
-    if (col0 + 0u < p.N) { store1((row0 + 6u) * p.N + col0 + 0u, c6_0[0]); }
-    if (col0 + 1u < p.N) { store1((row0 + 6u) * p.N + col0 + 1u, c6_0[1]); }
-    if (col0 + 2u < p.N) { store1((row0 + 6u) * p.N + col0 + 2u, c6_0[2]); }
-    if (col0 + 3u < p.N) { store1((row0 + 6u) * p.N + col0 + 3u, c6_0[3]); }
-    if (col0 + 4u < p.N) { store1((row0 + 6u) * p.N + col0 + 4u, c6_1[0]); }
-    if (col0 + 5u < p.N) { store1((row0 + 6u) * p.N + col0 + 5u, c6_1[1]); }
-    if (col0 + 6u < p.N) { store1((row0 + 6u) * p.N + col0 + 6u, c6_1[2]); }
-    if (col0 + 7u < p.N) { store1((row0 + 6u) * p.N + col0 + 7u, c6_1[3]); }
-  }
-  if (row0 + 7u < p.M) {
-    if (col0 + 0u < p.N) { store1((row0 + 7u) * p.N + col0 + 0u, c7_0[0]); }
-    if (col0 + 1u < p.N) { store1((row0 + 7u) * p.N + col0 + 1u, c7_0[1]); }
-    if (col0 + 2u < p.N) { store1((row0 + 7u) * p.N + col0 + 2u, c7_0[2]); }
-    if (col0 + 3u < p.N) { store1((row0 + 7u) * p.N + col0 + 3u, c7_0[3]); }
-    if (col0 + 4u < p.N) { store1((row0 + 7u) * p.N + col0 + 4u, c7_1[0]); }
-    if (col0 + 5u < p.N) { store1((row0 + 7u) * p.N + col0 + 5u, c7_1[1]); }
-    if (col0 + 6u < p.N) { store1((row0 + 7u) * p.N + col0 + 6u, c7_1[2]); }
-    if (col0 + 7u < p.N) { store1((row0 + 7u) * p.N + col0 + 7u, c7_1[3]); }
-  }
+  store8(row0 + 0u, col0, c0_0, c0_1);
+  store8(row0 + 1u, col0, c1_0, c1_1);
+  store8(row0 + 2u, col0, c2_0, c2_1);
+  store8(row0 + 3u, col0, c3_0, c3_1);
+  store8(row0 + 4u, col0, c4_0, c4_1);
+  store8(row0 + 5u, col0, c5_0, c5_1);
+  store8(row0 + 6u, col0, c6_0, c6_1);
+  store8(row0 + 7u, col0, c7_0, c7_1);
 }
 
 @compute @workgroup_size(16, 4, 1)
@@ -484,84 +349,12 @@ fn tn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: v
     c7_0 = fma(vec4<f32>(a1[3]), b0, c7_0);
     c7_1 = fma(vec4<f32>(a1[3]), b1, c7_1);
   }
-  if (row0 + 0u < p.M) {
-    if (col0 + 0u < p.N) { store1((row0 + 0u) * p.N + col0 + 0u, c0_0[0]); }
-    if (col0 + 1u < p.N) { store1((row0 + 0u) * p.N + col0 + 1u, c0_0[1]); }
-    if (col0 + 2u < p.N) { store1((row0 + 0u) * p.N + col0 + 2u, c0_0[2]); }
-    if (col0 + 3u < p.N) { store1((row0 + 0u) * p.N + col0 + 3u, c0_0[3]); }
-    if (col0 + 4u < p.N) { store1((row0 + 0u) * p.N + col0 + 4u, c0_1[0]); }
-    if (col0 + 5u < p.N) { store1((row0 + 0u) * p.N + col0 + 5u, c0_1[1]); }
-    if (col0 + 6u < p.N) { store1((row0 + 0u) * p.N + col0 + 6u, c0_1[2]); }
-    if (col0 + 7u < p.N) { store1((row0 + 0u) * p.N + col0 + 7u, c0_1[3]); }
-  }
-  if (row0 + 1u < p.M) {
-    if (col0 + 0u < p.N) { store1((row0 + 1u) * p.N + col0 + 0u, c1_0[0]); }
-    if (col0 + 1u < p.N) { store1((row0 + 1u) * p.N + col0 + 1u, c1_0[1]); }
-    if (col0 + 2u < p.N) { store1((row0 + 1u) * p.N + col0 + 2u, c1_0[2]); }
-    if (col0 + 3u < p.N) { store1((row0 + 1u) * p.N + col0 + 3u, c1_0[3]); }
-    if (col0 + 4u < p.N) { store1((row0 + 1u) * p.N + col0 + 4u, c1_1[0]); }
-    if (col0 + 5u < p.N) { store1((row0 + 1u) * p.N + col0 + 5u, c1_1[1]); }
-    if (col0 + 6u < p.N) { store1((row0 + 1u) * p.N + col0 + 6u, c1_1[2]); }
-    if (col0 + 7u < p.N) { store1((row0 + 1u) * p.N + col0 + 7u, c1_1[3]); }
-  }
-  if (row0 + 2u < p.M) {
-    if (col0 + 0u < p.N) { store1((row0 + 2u) * p.N + col0 + 0u, c2_0[0]); }
-    if (col0 + 1u < p.N) { store1((row0 + 2u) * p.N + col0 + 1u, c2_0[1]); }
-    if (col0 + 2u < p.N) { store1((row0 + 2u) * p.N + col0 + 2u, c2_0[2]); }
-    if (col0 + 3u < p.N) { store1((row0 + 2u) * p.N + col0 + 3u, c2_0[3]); }
-    if (col0 + 4u < p.N) { store1((row0 + 2u) * p.N + col0 + 4u, c2_1[0]); }
-    if (col0 + 5u < p.N) { store1((row0 + 2u) * p.N + col0 + 5u, c2_1[1]); }
-    if (col0 + 6u < p.N) { store1((row0 + 2u) * p.N + col0 + 6u, c2_1[2]); }
-    if (col0 + 7u < p.N) { store1((row0 + 2u) * p.N + col0 + 7u, c2_1[3]); }
-  }
-  if (row0 + 3u < p.M) {
-    if (col0 + 0u < p.N) { store1((row0 + 3u) * p.N + col0 + 0u, c3_0[0]); }
-    if (col0 + 1u < p.N) { store1((row0 + 3u) * p.N + col0 + 1u, c3_0[1]); }
-    if (col0 + 2u < p.N) { store1((row0 + 3u) * p.N + col0 + 2u, c3_0[2]); }
-    if (col0 + 3u < p.N) { store1((row0 + 3u) * p.N + col0 + 3u, c3_0[3]); }
-    if (col0 + 4u < p.N) { store1((row0 + 3u) * p.N + col0 + 4u, c3_1[0]); }
-    if (col0 + 5u < p.N) { store1((row0 + 3u) * p.N + col0 + 5u, c3_1[1]); }
-    if (col0 + 6u < p.N) { store1((row0 + 3u) * p.N + col0 + 6u, c3_1[2]); }
-    if (col0 + 7u < p.N) { store1((row0 + 3u) * p.N + col0 + 7u, c3_1[3]); }
-  }
-  if (row0 + 4u < p.M) {
-    if (col0 + 0u < p.N) { store1((row0 + 4u) * p.N + col0 + 0u, c4_0[0]); }
-    if (col0 + 1u < p.N) { store1((row0 + 4u) * p.N + col0 + 1u, c4_0[1]); }
-    if (col0 + 2u < p.N) { store1((row0 + 4u) * p.N + col0 + 2u, c4_0[2]); }
-    if (col0 + 3u < p.N) { store1((row0 + 4u) * p.N + col0 + 3u, c4_0[3]); }
-    if (col0 + 4u < p.N) { store1((row0 + 4u) * p.N + col0 + 4u, c4_1[0]); }
-    if (col0 + 5u < p.N) { store1((row0 + 4u) * p.N + col0 + 5u, c4_1[1]); }
-    if (col0 + 6u < p.N) { store1((row0 + 4u) * p.N + col0 + 6u, c4_1[2]); }
-    if (col0 + 7u < p.N) { store1((row0 + 4u) * p.N + col0 + 7u, c4_1[3]); }
-  }
-  if (row0 + 5u < p.M) {
-    if (col0 + 0u < p.N) { store1((row0 + 5u) * p.N + col0 + 0u, c5_0[0]); }
-    if (col0 + 1u < p.N) { store1((row0 + 5u) * p.N + col0 + 1u, c5_0[1]); }
-    if (col0 + 2u < p.N) { store1((row0 + 5u) * p.N + col0 + 2u, c5_0[2]); }
-    if (col0 + 3u < p.N) { store1((row0 + 5u) * p.N + col0 + 3u, c5_0[3]); }
-    if (col0 + 4u < p.N) { store1((row0 + 5u) * p.N + col0 + 4u, c5_1[0]); }
-    if (col0 + 5u < p.N) { store1((row0 + 5u) * p.N + col0 + 5u, c5_1[1]); }
-    if (col0 + 6u < p.N) { store1((row0 + 5u) * p.N + col0 + 6u, c5_1[2]); }
-    if (col0 + 7u < p.N) { store1((row0 + 5u) * p.N + col0 + 7u, c5_1[3]); }
-  }
-  if (row0 + 6u < p.M) {
-    if (col0 + 0u < p.N) { store1((row0 + 6u) * p.N + col0 + 0u, c6_0[0]); }
-    if (col0 + 1u < p.N) { store1((row0 + 6u) * p.N + col0 + 1u, c6_0[1]); }
-    if (col0 + 2u < p.N) { store1((row0 + 6u) * p.N + col0 + 2u, c6_0[2]); }
-    if (col0 + 3u < p.N) { store1((row0 + 6u) * p.N + col0 + 3u, c6_0[3]); }
-    if (col0 + 4u < p.N) { store1((row0 + 6u) * p.N + col0 + 4u, c6_1[0]); }
-    if (col0 + 5u < p.N) { store1((row0 + 6u) * p.N + col0 + 5u, c6_1[1]); }
-    if (col0 + 6u < p.N) { store1((row0 + 6u) * p.N + col0 + 6u, c6_1[2]); }
-    if (col0 + 7u < p.N) { store1((row0 + 6u) * p.N + col0 + 7u, c6_1[3]); }
-  }
-  if (row0 + 7u < p.M) {
-    if (col0 + 0u < p.N) { store1((row0 + 7u) * p.N + col0 + 0u, c7_0[0]); }
-    if (col0 + 1u < p.N) { store1((row0 + 7u) * p.N + col0 + 1u, c7_0[1]); }
-    if (col0 + 2u < p.N) { store1((row0 + 7u) * p.N + col0 + 2u, c7_0[2]); }
-    if (col0 + 3u < p.N) { store1((row0 + 7u) * p.N + col0 + 3u, c7_0[3]); }
-    if (col0 + 4u < p.N) { store1((row0 + 7u) * p.N + col0 + 4u, c7_1[0]); }
-    if (col0 + 5u < p.N) { store1((row0 + 7u) * p.N + col0 + 5u, c7_1[1]); }
-    if (col0 + 6u < p.N) { store1((row0 + 7u) * p.N + col0 + 6u, c7_1[2]); }
-    if (col0 + 7u < p.N) { store1((row0 + 7u) * p.N + col0 + 7u, c7_1[3]); }
-  }
+  store8(row0 + 0u, col0, c0_0, c0_1);
+  store8(row0 + 1u, col0, c1_0, c1_1);
+  store8(row0 + 2u, col0, c2_0, c2_1);
+  store8(row0 + 3u, col0, c3_0, c3_1);
+  store8(row0 + 4u, col0, c4_0, c4_1);
+  store8(row0 + 5u, col0, c5_0, c5_1);
+  store8(row0 + 6u, col0, c6_0, c6_1);
+  store8(row0 + 7u, col0, c7_0, c7_1);
 }
