@@ -15,12 +15,16 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   info: () => import("./src/cli/info.ts"),
   train: () => import("./src/cli/train.ts"),
   gen: () => import("./src/cli/gen.ts"),
+  eval: () => import("./src/cli/eval.ts"),
+  generate: () => import("./src/cli/generate.ts"),
 };
 
 const SUMMARIES: Record<string, string> = {
   info: "show the WebGPU adapter, its limits and features",
   train: "pre-train a model on token shards or the built-in passkey task",
   gen: "turn text corpora into packed token shards for training",
+  eval: "long-context perplexity and passkey retrieval, memory on and off",
+  generate: "continue a prompt of any length, streaming tokens as they come",
 };
 
 function help(): string {

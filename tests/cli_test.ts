@@ -18,13 +18,15 @@ async function cli(...args: string[]): Promise<{ code: number; stdout: string; s
 Deno.test("cli: --help lists the commands; no command is a usage error", async () => {
   const h = await cli("--help");
   equal(h.code, 0);
-  for (const c of ["info", "gen", "train"]) match(h.stdout, new RegExp(`\\n  ${c} `));
+  for (const c of ["info", "gen", "train", "eval", "generate"]) {
+    match(h.stdout, new RegExp(`\\n  ${c} `));
+  }
   const none = await cli();
   equal(none.code, 2);
 });
 
 Deno.test("cli: every command has --help with examples", async () => {
-  for (const c of ["info", "gen", "train"]) {
+  for (const c of ["info", "gen", "train", "eval", "generate"]) {
     const h = await cli(c, "--help");
     equal(h.code, 0, `${c} --help exit code`);
     match(h.stdout, /Usage: infini /);

@@ -703,6 +703,33 @@ export class InfiniGemma {
     });
   }
 
+  #logits: { row: Tensor; out: Tensor; chunk: number } | null = null;
+
+  /**
+   * Records the logits of one row of the last forward, xf[row] E^T (V values), into a tensor
+   * it returns (reused by the next call). Generation samples from them; the vocabulary is cut
+   * into chunks whose embedding slice fits one storage binding.
+   */
+  recordLogits(rec: Recorder, row: number): Tensor {
+    const { cfg, rt, b, w } = this;
+    const C = cfg.hiddenSize, V = cfg.vocabSize;
+    if (!Number.isInteger(row) || row < 0 || row >= this.rows) {
+      throw new RangeError(`logits: row ${row} is outside 0..${this.rows - 1}`);
+    }
+    if (!this.#logits) {
+      const cap = rt.limits.maxStorageBufferBindingSize;
+      const chunk = Math.min(V, Math.max(64, Math.floor(cap / (C * 4) / 64) * 64));
+      this.#logits = { row: rt.tensor("logits.x", C), out: rt.tensor("logits", V), chunk };
+    }
+    const { row: x, out, chunk } = this.#logits;
+    rec.copy(b.xf.view(row * C, C), x);
+    for (let v0 = 0; v0 < V; v0 += chunk) {
+      const n = Math.min(chunk, V - v0);
+      this.k.mm.forward(rec, out.view(v0, n), x, w.embed.view(v0 * C, n * C), 1, n, C);
+    }
+    return out;
+  }
+
   #memShape(): InfiniShape {
     const c = this.cfg;
     return {

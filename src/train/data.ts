@@ -22,6 +22,8 @@ export interface Batch {
 
 export interface BatchSource {
   readonly name: string;
+  /** The tokenizer the tokens come from ("bytes", "qwen" or "file:PATH"); kept in checkpoints. */
+  readonly tokenizer: string;
   /** Batch number `index` (deterministic). */
   batch(index: number, B: number): Batch;
   /** Number of distinct validation batches (Infinity for synthetic). */
@@ -39,6 +41,7 @@ export interface PasskeySourceOptions {
 /** The synthetic passkey task: train keys for training, held-out keys for validation. */
 export class PasskeySource implements BatchSource {
   readonly name = "passkey";
+  readonly tokenizer = "bytes";
   readonly valBatches = Infinity;
   #train: PasskeyTask;
   #val: PasskeyTask;
@@ -82,6 +85,7 @@ export class PasskeySource implements BatchSource {
 /** The small associative-recall task (src/data/recall.ts): answers come only from memory. */
 export class RecallSource implements BatchSource {
   readonly name = "recall";
+  readonly tokenizer = "bytes";
   readonly valBatches = Infinity;
   #task: RecallTask;
 
@@ -110,6 +114,7 @@ export class RecallSource implements BatchSource {
 /** Token shards: a seeded permutation of the training sequences, epoch after epoch. */
 export class ShardSource implements BatchSource {
   readonly name: string;
+  readonly tokenizer: string;
   #train: ShardReader;
   #val: ShardReader | null;
   #seed: number;
@@ -118,6 +123,7 @@ export class ShardSource implements BatchSource {
 
   private constructor(dir: string, train: ShardReader, val: ShardReader | null, seed: number) {
     this.name = `shards:${dir}`;
+    this.tokenizer = train.manifest.tokenizer.name;
     this.#train = train;
     this.#val = val;
     this.#seed = seed;

@@ -407,7 +407,7 @@ export async function saveTrainingState(
   const [params, mm, vv] = await Promise.all([p, m, v]);
   await Deno.remove(tmp, { recursive: true }).catch(() => {});
   await Deno.mkdir(tmp, { recursive: true });
-  await saveCheckpoint(tmp, cfg, params, { step: String(step) });
+  await saveCheckpoint(tmp, cfg, params, { step: String(step), tokenizer: source.tokenizer });
   await writeSafetensors(
     `${tmp}/${OPT_FILE}`,
     [

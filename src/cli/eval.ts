@@ -1,0 +1,406 @@
+/** `eval`: long-context perplexity and passkey retrieval, memory on and off, streaming. */
+import { parseArgs } from "node:util";
+import { ShardReader, type Split } from "../data/shards.ts";
+import { Runtime } from "../gpu/runtime.ts";
+import { checkpointTokenizer, openCheckpoint } from "../eval/load.ts";
+import { evalPasskey, type PasskeyResult } from "../eval/passkey.ts";
+import { evalPerplexity, type PplResult } from "../eval/ppl.ts";
+import {
+  nextTokenTargets,
+  type Sequence,
+  Streamer,
+  type Variant,
+  VARIANT_HELP,
+  VARIANTS,
+} from "../eval/stream.ts";
+import { writeFileAtomic } from "../model/safetensors.ts";
+import { heatMap, lineChart } from "../ui/svg.ts";
+import { usage, UsageError, UserError } from "./errors.ts";
+
+export const summary = "long-context perplexity and passkey retrieval, memory on and off";
+
+const HELP = `infini eval: ${summary}
+
+Usage: infini eval ppl --checkpoint DIR (--data DIR | --text FILE...) [options]
+       infini eval passkey --checkpoint DIR [options]
+
+Both stream their input segment by segment with the memory (M, z) carried, so GPU memory
+does not grow with the length. DIR is a checkpoint folder or a run folder from 'train'.
+
+eval ppl: token-weighted NLL and perplexity, and the NLL per segment index, for
+  memory      ${VARIANT_HELP.memory}
+  off         ${VARIANT_HELP.off}
+  zero-read   ${VARIANT_HELP["zero-read"]}
+  reset       ${VARIANT_HELP.reset}
+  --data DIR             token shards from 'gen' (each sequence scored as one document)
+  --split val|train      which split of --data (default val)
+  --text FILE...         raw UTF-8 files, one document each, tokenized with the checkpoint's
+                         tokenizer (repeat the flag or list files after it)
+  --tokenizer SPEC       override the checkpoint's tokenizer (bytes, qwen, tokenizer.json)
+  --max-docs N           score at most N documents (default 64)
+  --max-tokens N         cut each document to N tokens (default: whole)
+
+eval passkey: exact match of the 5-digit key (greedy answer) on a grid of lengths x depths
+  --segments LIST        total lengths in segments (default: 1x, 4x and 16x the training
+                         length, e.g. 4,16,64)
+  --lengths LIST         total lengths in tokens instead (rounded up to whole segments)
+  --depths LIST          key depths in [0, 1] (default 0,0.5,1; 1 = latest before the
+                         last segment)
+  --trials N             samples per cell, held-out keys (default 20)
+  --seed N               samples are a function of the seed (default 1)
+  --no-control           skip the control (key in the final segment)
+
+Common:
+  --variants LIST        which of memory,off,zero-read,reset (ppl default: all four;
+                         passkey default: memory,off)
+  --batch B              sequences scored side by side (default 8)
+  --chunk K              segments per GPU call (default 4); memory is carried between calls
+  --out DIR              write results.json and the SVG plot there (default runs/eval-ppl or
+                         runs/eval-passkey)
+  --json                 print the results as JSON on stdout instead of a table
+  -h, --help             this help
+
+Examples:
+  deno task eval ppl --checkpoint runs/mini --data train_datasets
+  deno task eval ppl --checkpoint runs/mini --text book.txt --max-tokens 65536
+  deno task eval passkey --checkpoint runs/demo --segments 4,16,64 --trials 50
+  deno task eval passkey --checkpoint runs/demo --lengths 1024,4096 --variants memory,off,zero-read`;
+
+function parseList(flag: string, v: string | undefined, int: boolean): number[] | undefined {
+  if (v === undefined) return undefined;
+  const out = v.split(",").map((s) => s.trim()).filter(Boolean).map(Number);
+  if (
+    !out.length || out.some((x) => !Number.isFinite(x) || (int && (!Number.isInteger(x) || x < 1)))
+  ) {
+    throw new UsageError(
+      `--${flag} '${v}': expected a comma-separated list of ${
+        int ? "positive integers" : "numbers"
+      }`,
+    );
+  }
+  return out;
+}
+
+function parseInt1(flag: string, v: string | undefined, def: number, min = 1): number {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) {
+    throw new UsageError(`--${flag} '${v}': expected an integer >= ${min}`);
+  }
+  return n;
+}
+
+function parseVariants(v: string | undefined, def: Variant[]): Variant[] {
+  if (v === undefined) return def;
+  const out = v.split(",").map((s) => s.trim()).filter(Boolean);
+  for (const x of out) {
+    if (!VARIANTS.includes(x as Variant)) {
+      throw new UsageError(
+        `--variants: unknown variant '${x}' (choose from ${VARIANTS.join(", ")})`,
+      );
+    }
+  }
+  if (!out.length) throw new UsageError("--variants: empty list");
+  return out as Variant[];
+}
+
+export async function run(args: string[]): Promise<number> {
+  const sub = args[0];
+  if (sub === undefined || sub === "-h" || sub === "--help") {
+    console.log(HELP);
+    return sub === undefined ? 2 : 0;
+  }
+  if (sub !== "ppl" && sub !== "passkey") {
+    throw new UsageError(`eval: unknown subcommand '${sub}' (ppl or passkey; see 'eval --help')`);
+  }
+  let values, positionals: string[];
+  try {
+    ({ values, positionals } = parseArgs({
+      args: args.slice(1),
+      strict: true,
+      allowPositionals: true,
+      options: {
+        checkpoint: { type: "string" },
+        data: { type: "string" },
+        split: { type: "string", default: "val" },
+        text: { type: "string", multiple: true },
+        tokenizer: { type: "string" },
+        "max-docs": { type: "string" },
+        "max-tokens": { type: "string" },
+        segments: { type: "string" },
+        lengths: { type: "string" },
+        depths: { type: "string" },
+        trials: { type: "string" },
+        seed: { type: "string" },
+        "no-control": { type: "boolean" },
+        variants: { type: "string" },
+        batch: { type: "string" },
+        chunk: { type: "string" },
+        out: { type: "string" },
+        json: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+    }));
+  } catch (e) {
+    usage(e, `eval ${sub}`);
+  }
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  if (!values.checkpoint) throw new UsageError(`eval ${sub}: --checkpoint DIR is required`);
+  const batch = parseInt1("batch", values.batch, 8);
+  const chunk = parseInt1("chunk", values.chunk, 4);
+  const out = values.out ?? `runs/eval-${sub}`;
+  const ck = await openCheckpoint(values.checkpoint);
+  const cfg = ck.config;
+  const log = (s: string) => {
+    if (!values.json) console.log(s);
+  };
+  const progress = (s: string) => {
+    if (Deno.stderr.isTerminal()) Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[2K${s}`));
+  };
+  const endProgress = () => {
+    if (Deno.stderr.isTerminal()) Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[2K`));
+  };
+
+  if (sub === "ppl") {
+    const variants = parseVariants(values.variants, [...VARIANTS]);
+    const maxDocs = parseInt1("max-docs", values["max-docs"], 64);
+    const maxTokens = parseInt1("max-tokens", values["max-tokens"], Number.MAX_SAFE_INTEGER, 2);
+    const texts = [...(values.text ?? []), ...positionals];
+    if (!values.data === !texts.length) {
+      throw new UsageError("eval ppl: give either --data DIR or --text FILE... (one of them)");
+    }
+    const docs: (Sequence & { name: string })[] = [];
+    if (values.data) {
+      const split = values.split as Split;
+      if (split !== "val" && split !== "train") {
+        throw new UsageError(`--split '${values.split}': expected val or train`);
+      }
+      const r = await ShardReader.open(values.data, split);
+      try {
+        if (r.vocabSize > cfg.vocabSize) {
+          throw new UserError(
+            `${values.data}: shards use ${r.vocabSize} tokens, the checkpoint's vocabulary is ${cfg.vocabSize}`,
+          );
+        }
+        if (r.numSequences === 0) {
+          throw new UserError(`${values.data}: the ${split} split is empty`);
+        }
+        for (let i = 0; i < Math.min(maxDocs, r.numSequences); i++) {
+          const tokens = r.sequence(i).slice(0, maxTokens);
+          docs.push({ name: `${split}[${i}]`, tokens, targets: nextTokenTargets(tokens) });
+        }
+      } finally {
+        r.close();
+      }
+    } else {
+      const tok = await checkpointTokenizer(ck, values.tokenizer);
+      for (const f of texts.slice(0, maxDocs)) {
+        let text: string;
+        try {
+          text = new TextDecoder("utf-8", { fatal: true }).decode(await Deno.readFile(f));
+        } catch (e) {
+          throw new UserError(
+            `${f}: ${
+              e instanceof Deno.errors.NotFound
+                ? "no such file"
+                : e instanceof TypeError
+                ? "not valid UTF-8"
+                : (e as Error).message.split("\n")[0]
+            }`,
+          );
+        }
+        const tokens = Uint32Array.from(tok.encode(text)).slice(0, maxTokens);
+        if (tokens.length < 2) throw new UserError(`${f}: fewer than 2 tokens, nothing to score`);
+        docs.push({ name: f, tokens, targets: nextTokenTargets(tokens) });
+      }
+    }
+    const rt = await Runtime.create();
+    const streamer = await Streamer.create(rt, cfg, ck.params, { batch, chunkSegments: chunk });
+    const nTok = docs.reduce((s, d) => s + d.tokens.length, 0);
+    log(
+      `eval ppl: ${docs.length} documents, ${nTok} tokens (longest ${
+        Math.max(...docs.map((d) => d.tokens.length))
+      }), segment ${cfg.segmentLength}, ${rt.describe()}`,
+    );
+    const res = await evalPerplexity(
+      streamer,
+      docs,
+      variants,
+      (v, d, n) => progress(`${v}: chunk ${d}/${n}`),
+    );
+    endProgress();
+    await writeResults(out, "results.json", res);
+    await writeFileAtomic(`${out}/nll_per_segment.svg`, [new TextEncoder().encode(pplPlot(res))]);
+    if (values.json) console.log(JSON.stringify(res, null, 2));
+    else {
+      console.log(pplTable(res));
+      console.log(`\nwrote ${out}/results.json and ${out}/nll_per_segment.svg`);
+    }
+    rt.destroy();
+    return 0;
+  }
+
+  // passkey
+  if (cfg.vocabSize < 256) {
+    throw new UserError(
+      `the passkey task needs byte tokens; this checkpoint's vocabulary is ${cfg.vocabSize}`,
+    );
+  }
+  const S = cfg.segmentLength, nTrain = cfg.seqLength / S;
+  if (values.segments && values.lengths) {
+    throw new UsageError("eval passkey: --segments or --lengths, not both");
+  }
+  const segments = parseList("segments", values.segments, true) ??
+    parseList("lengths", values.lengths, true)?.map((t) => Math.ceil(t / S)) ??
+    [nTrain, 4 * nTrain, 16 * nTrain];
+  const depths = parseList("depths", values.depths, false) ?? [0, 0.5, 1];
+  if (depths.some((d) => d < 0 || d > 1)) {
+    throw new UsageError(`--depths: every depth must be in [0, 1]`);
+  }
+  const grid = {
+    segments,
+    depths,
+    trials: parseInt1("trials", values.trials, 20),
+    seed: parseInt1("seed", values.seed, 1, 0),
+    variants: parseVariants(values.variants, ["memory", "off"]),
+    control: !values["no-control"],
+  };
+  const rt = await Runtime.create();
+  const streamer = await Streamer.create(rt, cfg, ck.params, { batch, chunkSegments: chunk });
+  log(
+    `eval passkey: lengths ${segments.join(", ")} segments of ${S}, depths ${
+      depths.join(", ")
+    }, ${grid.trials} trials per cell, ${rt.describe()}`,
+  );
+  let res: PasskeyResult;
+  try {
+    res = await evalPasskey(
+      streamer,
+      grid,
+      (c) =>
+        progress(
+          `${c.segments} segments, depth ${c.depth}, ${c.variant}: ${c.accuracy.toFixed(2)}`,
+        ),
+    );
+  } catch (e) {
+    if (e instanceof RangeError) throw new UserError(`eval passkey: ${e.message}`);
+    throw e;
+  }
+  endProgress();
+  await writeResults(out, "results.json", res);
+  await writeFileAtomic(`${out}/passkey.svg`, [new TextEncoder().encode(passkeyHeatMap(res))]);
+  if (values.json) console.log(JSON.stringify(res, null, 2));
+  else {
+    console.log(passkeyTable(res));
+    if (res.controlSkipped) console.log(`control skipped: ${res.controlSkipped}`);
+    console.log(`\nwrote ${out}/results.json and ${out}/passkey.svg`);
+  }
+  rt.destroy();
+  return 0;
+}
+
+async function writeResults(dir: string, name: string, res: unknown): Promise<void> {
+  await Deno.mkdir(dir, { recursive: true });
+  await writeFileAtomic(`${dir}/${name}`, [
+    new TextEncoder().encode(JSON.stringify(res, null, 2) + "\n"),
+  ]);
+}
+
+/** The side-by-side table of `eval ppl`. */
+export function pplTable(r: PplResult): string {
+  const lines = [
+    `variant      NLL (nats)   perplexity   tokens    seconds   (${r.documents} documents)`,
+  ];
+  for (const v of r.variants) {
+    lines.push(
+      `${v.variant.padEnd(12)} ${v.nll.toFixed(4).padStart(10)}   ${
+        v.ppl.toFixed(3).padStart(10)
+      }   ${String(v.tokens).padStart(7)}   ${v.seconds.toFixed(1).padStart(7)}`,
+    );
+  }
+  const segs = r.variants[0]?.perSegment ?? [];
+  if (segs.length > 1) {
+    lines.push("", `NLL per segment index (segment = ${r.segmentLength} tokens):`);
+    lines.push(`segment  ${r.variants.map((v) => v.variant.padStart(10)).join(" ")}   tokens`);
+    const show = segs.length <= 16 ? segs.map((_, i) => i) : pickIndices(segs.length, 16);
+    for (const i of show) {
+      lines.push(
+        `${String(segs[i].segment).padStart(7)}  ${
+          r.variants.map((v) => (v.perSegment[i]?.nll ?? NaN).toFixed(4).padStart(10)).join(" ")
+        }   ${segs[i].tokens}`,
+      );
+    }
+  }
+  return lines.join("\n");
+}
+
+function pickIndices(n: number, k: number): number[] {
+  const s = new Set<number>();
+  for (let i = 0; i < k; i++) s.add(Math.round((i * (n - 1)) / (k - 1)));
+  return [...s];
+}
+
+export function pplPlot(r: PplResult): string {
+  return lineChart({
+    title: `NLL per segment index (segment = ${r.segmentLength} tokens)`,
+    xLabel: "segment index",
+    yLabel: "NLL (nats/token)",
+    series: r.variants.map((v) => ({
+      name: v.variant,
+      points: v.perSegment.map((p) => [p.segment, p.nll] as [number, number]),
+    })),
+  });
+}
+
+function depthLabel(d: number | "control"): string {
+  return d === "control" ? "control" : `depth ${d}`;
+}
+
+/** Rows: length; columns: depth x variant. */
+export function passkeyTable(r: PasskeyResult): string {
+  const lengths = [...new Set(r.cells.map((c) => c.segments))];
+  const cols = [...new Set(r.cells.map((c) => `${depthLabel(c.depth)}|${c.variant}`))];
+  const short = (c: string) =>
+    c.replace("depth ", "d=").replace("|memory", " on").replace("|", " ").replace(
+      "control",
+      "ctrl",
+    );
+  const head = cols.map((c) => short(c).padStart(14)).join("");
+  const lines = [
+    `exact match (${r.trials} held-out keys per cell, greedy answer)`,
+    `segments  tokens${head}`,
+  ];
+  for (const n of lengths) {
+    const row = cols.map((c) => {
+      const cell = r.cells.find((x) =>
+        x.segments === n && `${depthLabel(x.depth)}|${x.variant}` === c
+      );
+      return (cell ? cell.accuracy.toFixed(2) : "-").padStart(14);
+    }).join("");
+    lines.push(`${String(n).padStart(8)}  ${String(n * r.segmentLength).padStart(6)}${row}`);
+  }
+  return lines.join("\n");
+}
+
+export function passkeyHeatMap(r: PasskeyResult): string {
+  const lengths = [...new Set(r.cells.map((c) => c.segments))];
+  const cols = [...new Set(r.cells.map((c) => `${c.variant}, ${depthLabel(c.depth)}`))];
+  return heatMap({
+    title: `Passkey exact match (${r.trials} keys per cell)`,
+    rowLabels: lengths.map((n) => `${n} seg (${n * r.segmentLength} tok)`),
+    colLabels: cols.map((c) =>
+      c.replace("depth ", "d=").replace("memory", "on").replace("control", "ctrl")
+    ),
+    rowTitle: "length",
+    colTitle: "variant, key depth",
+    values: lengths.map((n) =>
+      cols.map((c) =>
+        r.cells.find((x) => x.segments === n && `${x.variant}, ${depthLabel(x.depth)}` === c)
+          ?.accuracy ?? null
+      )
+    ),
+  });
+}

@@ -1,0 +1,140 @@
+/** `generate`: continue a prompt of any length, streaming tokens to stdout. */
+import { parseArgs } from "node:util";
+import { Runtime } from "../gpu/runtime.ts";
+import { Generator } from "../eval/generate.ts";
+import { checkpointTokenizer, openCheckpoint } from "../eval/load.ts";
+import { usage, UsageError, UserError } from "./errors.ts";
+
+export const summary = "continue a prompt of any length, streaming tokens as they come";
+
+const HELP = `infini generate: ${summary}
+
+Usage: infini generate --checkpoint DIR (--prompt TEXT | --prompt-file FILE) [options]
+
+The prompt is read segment by segment: each complete segment is folded into the memory
+exactly once; the last, partial segment is recomputed for each new token. Memory use does
+not grow with the prompt.
+
+Options:
+  --checkpoint DIR       checkpoint folder, or a run folder from 'train'
+  --prompt TEXT          the prompt
+  --prompt-file FILE     read the prompt from a UTF-8 file
+  --max-tokens N         tokens to generate (default 64)
+  --temperature X        0 = greedy (default 0.8)
+  --top-p X              nucleus sampling threshold in (0, 1] (default 0.95)
+  --seed N               sampling seed (default 1)
+  --tokenizer SPEC       override the checkpoint's tokenizer (bytes, qwen, tokenizer.json)
+  --no-stop              keep going past the end-of-text token
+  -h, --help             this help
+
+Examples:
+  deno task generate --checkpoint runs/demo --prompt "The pass key is 12345. Remember it. " --temperature 0
+  deno task generate --checkpoint runs/mini --prompt-file long.txt --max-tokens 200 --top-p 0.9`;
+
+export async function run(args: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      strict: true,
+      options: {
+        checkpoint: { type: "string" },
+        prompt: { type: "string" },
+        "prompt-file": { type: "string" },
+        "max-tokens": { type: "string", default: "64" },
+        temperature: { type: "string", default: "0.8" },
+        "top-p": { type: "string", default: "0.95" },
+        seed: { type: "string", default: "1" },
+        tokenizer: { type: "string" },
+        "no-stop": { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+    }));
+  } catch (e) {
+    usage(e, "generate");
+  }
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  if (!values.checkpoint) throw new UsageError("generate: --checkpoint DIR is required");
+  if ((values.prompt === undefined) === (values["prompt-file"] === undefined)) {
+    throw new UsageError("generate: give --prompt TEXT or --prompt-file FILE (one of them)");
+  }
+  const maxTokens = Number(values["max-tokens"]);
+  const temperature = Number(values.temperature);
+  const topP = Number(values["top-p"]);
+  const seed = Number(values.seed);
+  if (!Number.isInteger(maxTokens) || maxTokens < 1) {
+    throw new UsageError(`--max-tokens '${values["max-tokens"]}': expected an integer >= 1`);
+  }
+  if (!(temperature >= 0)) {
+    throw new UsageError(`--temperature '${values.temperature}': expected a number >= 0`);
+  }
+  if (!(topP > 0 && topP <= 1)) {
+    throw new UsageError(`--top-p '${values["top-p"]}': expected a number in (0, 1]`);
+  }
+  if (!Number.isInteger(seed) || seed < 0) {
+    throw new UsageError(`--seed '${values.seed}': expected an integer >= 0`);
+  }
+
+  let prompt = values.prompt;
+  if (prompt === undefined) {
+    const f = values["prompt-file"]!;
+    try {
+      prompt = new TextDecoder("utf-8", { fatal: true }).decode(await Deno.readFile(f));
+    } catch (e) {
+      throw new UserError(
+        `${f}: ${
+          e instanceof Deno.errors.NotFound
+            ? "no such file"
+            : e instanceof TypeError
+            ? "not valid UTF-8"
+            : (e as Error).message.split("\n")[0]
+        }`,
+      );
+    }
+  }
+  const ck = await openCheckpoint(values.checkpoint);
+  const tok = await checkpointTokenizer(ck, values.tokenizer);
+  const ids = tok.encode(prompt);
+  if (!ids.length) throw new UsageError("generate: the prompt is empty");
+  const rt = await Runtime.create();
+  const gen = await Generator.create(rt, ck.config, ck.params);
+  const out: number[] = [];
+  let shown = "";
+  const enc = new TextEncoder();
+  const t0 = performance.now();
+  for await (
+    const t of gen.generate(ids, maxTokens, {
+      temperature,
+      topP,
+      seed,
+      stop: values["no-stop"] ? [] : [tok.eosId],
+    })
+  ) {
+    if (t === tok.eosId && !values["no-stop"]) break;
+    out.push(t);
+    // Decode everything so far and print what is new (a multi-byte character or a merged
+    // token may only become printable with the next token).
+    const text = tok.decode(out);
+    const stable = text.endsWith("\uFFFD") ? text.slice(0, text.lastIndexOf("\uFFFD")) : text;
+    if (stable.length > shown.length && stable.startsWith(shown)) {
+      await Deno.stdout.write(enc.encode(stable.slice(shown.length)));
+      shown = stable;
+    }
+  }
+  const text = tok.decode(out);
+  if (text.length > shown.length && text.startsWith(shown)) {
+    await Deno.stdout.write(enc.encode(text.slice(shown.length)));
+  }
+  await Deno.stdout.write(enc.encode("\n"));
+  const s = (performance.now() - t0) / 1000;
+  console.error(
+    `[${ids.length} prompt tokens (${gen.committed} segments in memory), ${out.length} new tokens, ${
+      (out.length / Math.max(s, 1e-9)).toFixed(1)
+    } tok/s]`,
+  );
+  rt.destroy();
+  return 0;
+}

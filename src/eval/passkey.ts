@@ -1,0 +1,122 @@
+/**
+ * Passkey retrieval (Mohtashami and Jaggi style) over a grid of lengths (in segments) x depths
+ * of the key, with held-out keys and a fixed seed, memory on vs off on the same samples.
+ *
+ * The answer is scored as greedy decoding would produce it: a sample is right when, at each of
+ * the 5 answer positions, the correct digit is the arg-max given the correct digits before it.
+ * That is exactly "greedy decoding outputs the key": if every step's arg-max is the true digit,
+ * greedy reproduces the key; at the first step where it is not, greedy emits a wrong digit. (A
+ * test checks it against the generator token by token.) Ties count as right.
+ */
+import { type PasskeySample, PasskeyTask } from "../data/passkey.ts";
+import type { Streamer, Variant } from "./stream.ts";
+
+export interface PasskeyGrid {
+  /** Total lengths, in segments. */
+  segments: number[];
+  /** Depths of the key statement in [0, 1] (0 = earliest, 1 = latest before the last segment). */
+  depths: number[];
+  trials: number;
+  seed: number;
+  variants: Variant[];
+  /** Also run the control (key in the final segment) at each length. */
+  control: boolean;
+}
+
+export interface PasskeyCell {
+  segments: number;
+  tokens: number;
+  /** Depth in [0, 1], or "control" for key-in-the-last-segment samples. */
+  depth: number | "control";
+  variant: Variant;
+  correct: number;
+  trials: number;
+  accuracy: number;
+}
+
+export interface PasskeyResult {
+  segmentLength: number;
+  trials: number;
+  seed: number;
+  cells: PasskeyCell[];
+  /** Why the control could not be built (segments too short for key and question), if so. */
+  controlSkipped?: string;
+  seconds: number;
+}
+
+/** The samples of one grid cell: held-out keys, deterministic in (seed, length, depth). */
+export function cellSamples(
+  S: number,
+  segments: number,
+  depth: number | "control",
+  trials: number,
+  seed: number,
+): PasskeySample[] {
+  const cellSeed =
+    (seed * 1000003 + segments * 7919 + (depth === "control" ? 999 : Math.round(depth * 100))) >>>
+    0;
+  const task = new PasskeyTask({
+    segmentLength: S,
+    segments,
+    keys: "eval",
+    depth: depth === "control" ? undefined : depth,
+    controlShare: depth === "control" ? 1 : 0,
+  }, cellSeed);
+  return Array.from({ length: trials }, (_, i) => task.sample(i));
+}
+
+/** Whether every answer digit of a sample is the greedy prediction. */
+export function sampleCorrect(s: PasskeySample, greedy: Map<number, boolean> | undefined): boolean {
+  return s.answerPositions.every((p) => greedy?.get(p - 1) === true);
+}
+
+export async function evalPasskey(
+  streamer: Streamer,
+  grid: PasskeyGrid,
+  onCell?: (cell: PasskeyCell) => void,
+): Promise<PasskeyResult> {
+  const S = streamer.cfg.segmentLength;
+  const t0 = performance.now();
+  const cells: PasskeyCell[] = [];
+  let controlSkipped: string | undefined;
+  for (const n of grid.segments) {
+    const depths: (number | "control")[] = [...grid.depths];
+    if (grid.control) depths.push("control");
+    for (const d of depths) {
+      let samples: PasskeySample[];
+      try {
+        samples = cellSamples(S, n, d, grid.trials, grid.seed);
+      } catch (e) {
+        if (d !== "control" || !(e instanceof RangeError)) throw e;
+        controlSkipped = e.message;
+        continue;
+      }
+      const seqs = samples.map((s) => ({ tokens: s.tokens, targets: s.targets }));
+      for (const v of grid.variants) {
+        const scored = await streamer.score(seqs, v, {
+          greedyRows: (i) => samples[i].answerPositions.map((p) => p - 1),
+        });
+        const correct = samples.filter((s, i) => sampleCorrect(s, scored[i].greedy)).length;
+        const cell: PasskeyCell = {
+          segments: n,
+          tokens: n * S,
+          depth: d,
+          variant: v,
+          correct,
+          trials: samples.length,
+          accuracy: correct / samples.length,
+        };
+        cells.push(cell);
+        onCell?.(cell);
+      }
+    }
+  }
+  return {
+    segmentLength: S,
+    trials: grid.trials,
+    seed: grid.seed,
+    cells,
+    controlSkipped,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}

@@ -1,0 +1,127 @@
+/**
+ * `eval` and `generate` through the real command line: results written where they say, and
+ * a missing, truncated or mismatched checkpoint is a one-line error with exit code 1.
+ */
+import { equal, match, ok } from "node:assert/strict";
+import { saveCheckpoint } from "../src/model/checkpoint.ts";
+import { resolveConfig } from "../src/model/config.ts";
+import { initParams, paramTable } from "../src/model/params.ts";
+import { gpuTest } from "./_gpu.ts";
+
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+
+async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, ...args],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** A tiny checkpoint (segments of 64 bytes) in a fresh folder. */
+async function makeCheckpoint(): Promise<{ dir: string; ck: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "infini-evalcli-" });
+  const cfg = resolveConfig("tiny", ["segmentLength=64", "seqLength=128"]);
+  await saveCheckpoint(`${dir}/run/checkpoint`, cfg, initParams(paramTable(cfg), cfg, 1), {
+    tokenizer: "bytes",
+  });
+  return { dir, ck: `${dir}/run` };
+}
+
+gpuTest(
+  "eval cli: passkey, ppl and generate run on a run folder and write their results",
+  async () => {
+    const { dir, ck } = await makeCheckpoint();
+    try {
+      const pk = await cli(
+        "eval",
+        "passkey",
+        "--checkpoint",
+        ck,
+        "--segments",
+        "2,3",
+        "--depths",
+        "0.5",
+        "--trials",
+        "2",
+        "--batch",
+        "2",
+        "--out",
+        `${dir}/pk`,
+      );
+      equal(pk.code, 0, pk.stderr);
+      match(pk.stdout, /exact match \(2 held-out keys per cell/);
+      const res = JSON.parse(await Deno.readTextFile(`${dir}/pk/results.json`));
+      // 2 lengths x (1 depth + control) x 2 variants.
+      equal(res.cells.length, 8);
+      match(await Deno.readTextFile(`${dir}/pk/passkey.svg`), /^<svg/);
+
+      await Deno.writeTextFile(`${dir}/doc.txt`, "The grass is green. ".repeat(20));
+      const ppl = await cli(
+        "eval",
+        "ppl",
+        "--checkpoint",
+        ck,
+        "--text",
+        `${dir}/doc.txt`,
+        "--out",
+        `${dir}/ppl`,
+        "--json",
+      );
+      equal(ppl.code, 0, ppl.stderr);
+      const r = JSON.parse(ppl.stdout);
+      equal(r.tokens, 399);
+      equal(r.variants.length, 4);
+      ok(r.variants.every((v: { nll: number }) => v.nll > 0 && Number.isFinite(v.nll)));
+      match(await Deno.readTextFile(`${dir}/ppl/nll_per_segment.svg`), /^<svg/);
+
+      const g = await cli(
+        "generate",
+        "--checkpoint",
+        ck,
+        "--prompt",
+        "The grass is green. ".repeat(8),
+        "--max-tokens",
+        "5",
+        "--temperature",
+        "0",
+        "--no-stop",
+      );
+      equal(g.code, 0, g.stderr);
+      match(g.stderr, /160 prompt tokens \(2 segments in memory\), 5 new tokens/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+Deno.test("eval cli: a missing, truncated or mismatched checkpoint is a one-line error (exit 1)", async () => {
+  const { dir, ck } = await makeCheckpoint();
+  try {
+    const check = async (path: string, want: RegExp) => {
+      for (const args of [["eval", "passkey"], ["generate", "--prompt", "hi"]]) {
+        const r = await cli(...args, "--checkpoint", path);
+        equal(r.code, 1, `${args[0]} on ${path}: ${r.stderr}`);
+        match(r.stderr, want);
+        equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+      }
+    };
+    await check(`${dir}/nowhere`, /nowhere: no such checkpoint folder/);
+    await check(dir, /not a checkpoint/);
+    const model = `${ck}/checkpoint/model.safetensors`;
+    const bytes = await Deno.readFile(model);
+    await Deno.writeFile(model, bytes.subarray(0, bytes.length - 100));
+    await check(ck, /model\.safetensors/);
+    await Deno.writeFile(model, bytes);
+    const cfgPath = `${ck}/checkpoint/config.json`;
+    const cfg = JSON.parse(await Deno.readTextFile(cfgPath));
+    cfg.hidden_size = 32;
+    await Deno.writeTextFile(cfgPath, JSON.stringify(cfg));
+    await check(ck, /model\.safetensors.*(shape|hidden|\[)/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
