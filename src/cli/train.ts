@@ -29,6 +29,9 @@ Data:
   --answer-weight W      passkey: extra loss weight of the 5 answer digits
                          (default (T-1)/5: mean NLL + 1.0 x mean answer NLL)
   --control-share F      passkey: share of samples with the key in the last segment
+  --segments LIST        passkey: training lengths in segments, one drawn per batch (a
+                         mixture of lengths, e.g. 3,4,8,16); each must be <= seqLength / S,
+                         and validation runs at seqLength (default: seqLength / S only)
 
 Optimisation:
   --steps N              optimizer steps (default ${D.steps})
@@ -50,6 +53,8 @@ Output:
   --eval-batches N       validation batches (default ${D.evalBatches})
   --save-every N         checkpoint every N steps (default ${D.saveEvery}; always at the end)
   --resume               continue from DIR/checkpoint with identical results
+  --init-from CKPT       start from another run's weights (a staged schedule: same model,
+                         a longer --set seqLength; fresh optimizer and schedule)
   --stop-after N         stop after step N with a checkpoint (resume later with --resume)
   -h, --help             this help
 
@@ -60,7 +65,8 @@ Examples:
   deno task train --preset tiny --set memoryUpdate=delta --out runs/tiny-delta
   deno task train --preset mini --set vocabSize=151669 --set seqLength=2048 --data train_datasets
   deno task train --preset seed-2b --print-config
-  deno task train --out runs/tiny --steps 600 --resume`;
+  deno task train --out runs/tiny --steps 600 --resume
+  deno task train --set seqLength=512 --segments 3,4,8,16 --init-from runs/tiny --out runs/tiny16`;
 
 export async function run(args: string[]): Promise<number> {
   let values;
@@ -75,6 +81,8 @@ export async function run(args: string[]): Promise<number> {
         data: { type: "string", default: "passkey" },
         "answer-weight": { type: "string" },
         "control-share": { type: "string" },
+        segments: { type: "string" },
+        "init-from": { type: "string" },
         steps: { type: "string" },
         batch: { type: "string" },
         accum: { type: "string" },
@@ -148,7 +156,21 @@ export async function run(args: string[]): Promise<number> {
     saveEvery: num("save-every", values["save-every"], D.saveEvery, true),
     resume: values.resume ?? false,
     stopAfter: num("stop-after", values["stop-after"], 0, true),
+    initFrom: values["init-from"],
   };
+  if (o.initFrom && o.resume) {
+    throw new UsageError("train: --init-from and --resume exclude each other");
+  }
+  let segments: number[] | undefined;
+  if (values.segments !== undefined) {
+    if (values.data !== "passkey") throw new UsageError("train: --segments is for --data passkey");
+    segments = values.segments.split(",").map((x) => Number(x.trim()));
+    if (segments.some((n) => !Number.isInteger(n) || n < 2)) {
+      throw new UsageError(
+        `--segments '${values.segments}': expected integers >= 2, comma-separated`,
+      );
+    }
+  }
   if (o.beta1 >= 1 || o.beta2 >= 1) {
     throw new UsageError("train: --beta1 and --beta2 must be below 1");
   }
@@ -160,6 +182,7 @@ export async function run(args: string[]): Promise<number> {
         ? undefined
         : num("answer-weight", values["answer-weight"], 0, false),
       controlShare: num("control-share", values["control-share"], 0, false),
+      segments,
     });
   } else if (values.data === "recall") {
     source = new RecallSource(cfg, o.seed);

@@ -143,3 +143,35 @@ export function tensorsToFlat<A extends Float32Array | Float64Array>(
   }
   return out;
 }
+
+async function isFile(p: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(p)).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Loads a checkpoint from `path`: a checkpoint folder (config.json + model.safetensors), or a
+ * run folder written by `train` (its checkpoint/, or checkpoint.old/ after a cut save).
+ */
+export async function openCheckpoint(path: string): Promise<Checkpoint & { dir: string }> {
+  for (const dir of [path, `${path}/checkpoint`, `${path}/checkpoint.old`]) {
+    if (await isFile(`${dir}/${CONFIG_FILE}`)) {
+      if (!(await isFile(`${dir}/${MODEL_FILE}`))) {
+        throw new UserError(`${dir}: has ${CONFIG_FILE} but no ${MODEL_FILE}`);
+      }
+      return { ...(await loadCheckpoint(dir)), dir };
+    }
+  }
+  let exists = false;
+  try {
+    exists = (await Deno.stat(path)).isDirectory;
+  } catch { /* reported below */ }
+  throw new UserError(
+    exists
+      ? `${path}: not a checkpoint (no ${CONFIG_FILE} in it, nor in ${path}/checkpoint)`
+      : `${path}: no such checkpoint folder`,
+  );
+}

@@ -46,6 +46,12 @@ export interface ModelOptions {
   T: number;
   /** Allocate gradients, saved activations of every layer and the optimizer. */
   train: boolean;
+  /**
+   * Use this model's parameter and gradient buffers instead of allocating new ones (training
+   * on batches of several lengths: one model per length, one set of weights; the optimizer
+   * stays with `share`).
+   */
+  share?: InfiniGemma;
 }
 
 /** The optimizer's settings (per-group multipliers come from the config and param table). */
@@ -220,8 +226,12 @@ export class InfiniGemma {
       Add.create(rt),
     ]);
 
-    const params = rt.tensor("params", table.total);
-    const grads = train ? rt.tensor("grads", table.total) : null;
+    const share = opts.share;
+    if (share && (share.table.total !== table.total || (train && !share.grads))) {
+      throw new Error("share: the shared model has another config or no gradients");
+    }
+    const params = share ? share.params : rt.tensor("params", table.total);
+    const grads = train ? (share ? share.grads! : rt.tensor("grads", table.total)) : null;
     const views = (buf: Tensor, tag: string) => {
       const v = (name: string) => {
         const s = table.get(name);
@@ -347,7 +357,7 @@ export class InfiniGemma {
     return new InfiniGemma(
       rt,
       cfg,
-      { B, T, train },
+      { B, T, train, share },
       { mm, norm, rope, attn, mem, geglu, emb, xent, add },
       bufs,
       views(params, "p"),

@@ -36,6 +36,12 @@ export interface BatchSource {
 export interface PasskeySourceOptions {
   answerWeight?: number;
   controlShare?: number;
+  /**
+   * Training lengths in segments: each batch draws one of them (a mixture of lengths, seeded
+   * by the batch index). Default: the config's seqLength / segmentLength only. Validation
+   * always uses the config's length.
+   */
+  segments?: readonly number[];
 }
 
 /** The synthetic passkey task: train keys for training, held-out keys for validation. */
@@ -43,21 +49,51 @@ export class PasskeySource implements BatchSource {
   readonly name = "passkey";
   readonly tokenizer = "bytes";
   readonly valBatches = Infinity;
-  #train: PasskeyTask;
+  #train = new Map<number, PasskeyTask>();
+  #lengths: readonly number[];
+  #seed: number;
   #val: PasskeyTask;
 
   constructor(cfg: Readonly<ModelConfig>, seed: number, o: PasskeySourceOptions = {}) {
     if (cfg.vocabSize < 256) {
       throw new UserError(`the passkey task needs byte tokens: vocabSize ${cfg.vocabSize} < 256`);
     }
+    const nS = cfg.seqLength / cfg.segmentLength;
     const base = {
       segmentLength: cfg.segmentLength,
-      segments: cfg.seqLength / cfg.segmentLength,
+      segments: nS,
       answerWeight: o.answerWeight,
       controlShare: o.controlShare ?? 0,
     };
-    this.#train = new PasskeyTask({ ...base, keys: "train" }, seed);
-    this.#val = new PasskeyTask({ ...base, keys: "eval" }, seed ^ 0x5eed);
+    this.#lengths = o.segments?.length ? [...o.segments] : [nS];
+    for (const n of this.#lengths) {
+      if (!Number.isInteger(n) || n < 2 || n > nS) {
+        throw new UserError(
+          `passkey: training length ${n} segments is not in 2..${nS} (seqLength / segmentLength)`,
+        );
+      }
+    }
+    this.#seed = seed;
+    try {
+      for (const n of this.#lengths) {
+        this.#train.set(
+          n,
+          new PasskeyTask(
+            { ...base, segments: n, keys: "train" },
+            this.#lengths.length > 1 ? seed + n : seed,
+          ),
+        );
+      }
+      this.#val = new PasskeyTask({ ...base, keys: "eval" }, seed ^ 0x5eed);
+    } catch (e) {
+      if (e instanceof RangeError) throw new UserError(e.message);
+      throw e;
+    }
+  }
+
+  /** Training lengths in segments. */
+  get lengths(): readonly number[] {
+    return this.#lengths;
   }
 
   #make(task: PasskeyTask, start: number, B: number): Batch {
@@ -72,7 +108,10 @@ export class PasskeySource implements BatchSource {
   }
 
   batch(index: number, B: number): Batch {
-    return this.#make(this.#train, index * B, B);
+    const n = this.#lengths.length === 1
+      ? this.#lengths[0]
+      : this.#lengths[new Rng((this.#seed * 7919 + index) >>> 0).int(this.#lengths.length)];
+    return this.#make(this.#train.get(n)!, index * B, B);
   }
 
   valBatch(index: number, B: number): Batch {

@@ -13,8 +13,8 @@
  */
 import { UserError } from "../cli/errors.ts";
 import type { Runtime } from "../gpu/runtime.ts";
-import { loadCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
-import { formatConfig, type ModelConfig, sameConfig } from "../model/config.ts";
+import { loadCheckpoint, openCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
+import { configDiff, formatConfig, type ModelConfig, sameConfig } from "../model/config.ts";
 import { GATE, InfiniGemma } from "../model/model.ts";
 import { initParams } from "../model/params.ts";
 import { readSafetensors, writeFileAtomic, writeSafetensors } from "../model/safetensors.ts";
@@ -57,6 +57,11 @@ export interface TrainOptions {
   resume: boolean;
   /** Stop (saving a checkpoint) after this step, as Ctrl-C would; 0: run to `steps`. */
   stopAfter: number;
+  /**
+   * Start from this checkpoint's weights (a staged schedule: a longer seqLength, new
+   * optimizer state); its config must equal this run's except seqLength.
+   */
+  initFrom?: string;
 }
 
 export const TRAIN_DEFAULTS: TrainOptions = {
@@ -155,6 +160,21 @@ export async function train(
   const B = o.batch, T = cfg.seqLength;
   const model = await InfiniGemma.create(rt, cfg, { B, T, train: true });
   await model.createOptimizer({ weightDecay: o.weightDecay });
+  // Batches shorter than seqLength (a mixture of lengths) run on models of their length that
+  // share the weights and gradients; the optimizer stays with the full-length model.
+  const byLength = new Map<number, InfiniGemma>([[T, model]]);
+  const modelFor = async (rows: number): Promise<InfiniGemma> => {
+    const t = rows / B;
+    let m = byLength.get(t);
+    if (!m) {
+      if (!Number.isInteger(t / cfg.segmentLength) || t > T) {
+        throw new Error(`batch of ${rows} rows is not B x whole segments up to seqLength`);
+      }
+      m = await InfiniGemma.create(rt, cfg, { B, T: t, train: true, share: model });
+      byLength.set(t, m);
+    }
+    return m;
+  };
   await Deno.mkdir(o.out, { recursive: true });
 
   let step = 0, batches = 0;
@@ -170,6 +190,18 @@ export async function train(
     step = st.step;
     batches = st.batches;
     io.info(`resumed from ${ckptDir} at step ${step}`);
+  } else if (o.initFrom) {
+    const ck = await openCheckpoint(o.initFrom);
+    const diff = configDiff({ ...ck.config, seqLength: cfg.seqLength }, cfg);
+    if (diff.length) {
+      throw new UserError(
+        `${ck.dir}: --init-from needs the same model (only seqLength may differ): ${
+          diff.join("; ")
+        }`,
+      );
+    }
+    model.setParams(ck.params);
+    io.info(`initialised from ${ck.dir} (step ${ck.metadata.step ?? "?"})`);
   } else {
     model.setParams(initParams(model.table, cfg, o.seed));
   }
@@ -198,7 +230,7 @@ export async function train(
   }
 
   const t0 = performance.now();
-  const tokensPerStep = B * T * o.accum;
+  let tokensThisRun = 0;
   // Steps whose loss is still in flight: awaited two steps later.
   const pending: {
     step: number;
@@ -231,7 +263,7 @@ export async function train(
         loss,
         lr: p.lr,
         gradNorm: stats.norm,
-        tokensPerSec: (stepsThisRun * tokensPerStep) / Math.max(elapsed, 1e-9),
+        tokensPerSec: tokensThisRun / Math.max(elapsed, 1e-9),
         elapsedSec: elapsed,
       };
       if (p.step % o.logEvery === 0 || p.step === o.steps) {
@@ -259,11 +291,12 @@ export async function train(
     let stats: ReturnType<InfiniGemma["readStats"]> | null = null;
     for (let a = 0; a < o.accum; a++) {
       const bt = batchList[a];
+      const m = await modelFor(bt.tokens.length);
       // One submit per micro-batch: its batch upload is queue-ordered before it.
-      model.setBatch(bt.tokens, bt.targets, { weights: bt.weights, lossDenominator: denom });
+      m.setBatch(bt.tokens, bt.targets, { weights: bt.weights, lossDenominator: denom });
       const rec = rt.record(`step ${step}.${a}`);
-      model.recordGrads(rec, { clear: a === 0 });
-      const l = rec.read(model.loss).then((x) => x[0]);
+      m.recordGrads(rec, { clear: a === 0 });
+      const l = rec.read(m.loss).then((x) => x[0]);
       const prev = loss;
       loss = Promise.all([prev, l]).then(([p, c]) => p + c);
       if (a === o.accum - 1) {
@@ -281,6 +314,7 @@ export async function train(
     }
     batches += o.accum;
     stepsThisRun++;
+    tokensThisRun += batchList.reduce((s, b) => s + b.tokens.length, 0);
     if (o.stopAfter > 0 && step >= o.stopAfter) stop = "interrupt";
     pending.push({ step, lr, loss, stats: stats! });
     await drain(2);
