@@ -17,6 +17,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   gen: () => import("./src/cli/gen.ts"),
   eval: () => import("./src/cli/eval.ts"),
   generate: () => import("./src/cli/generate.ts"),
+  demo: () => import("./src/cli/demo.ts"),
 };
 
 const SUMMARIES: Record<string, string> = {
@@ -25,6 +26,7 @@ const SUMMARIES: Record<string, string> = {
   gen: "turn text corpora into packed token shards for training",
   eval: "long-context perplexity and passkey retrieval, memory on and off",
   generate: "continue a prompt of any length, streaming tokens as they come",
+  demo: "train a small model on the built-in passkey task and show its memory at work",
 };
 
 function help(): string {

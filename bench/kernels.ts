@@ -28,6 +28,7 @@ const { values } = parseArgs({
     out: { type: "string", default: "out/bench_kernels.json" },
     quick: { type: "boolean" },
     variant: { type: "string" },
+    shapes: { type: "string", default: "mini,seed-2b" },
   },
 });
 
@@ -43,7 +44,9 @@ interface ModelShape {
   V: number;
 }
 
-const SHAPES: ModelShape[] = [
+const ALL_SHAPES: ModelShape[] = [
+  // The demo's passkey model (39k parameters) at a batch of 32 x 128 bytes.
+  { name: "passkey39k", rows: 4096, C: 32, F: 128, H: 4, Hkv: 2, D: 8, S: 32, V: 258 },
   { name: "mini", rows: 2048, C: 256, F: 1024, H: 4, Hkv: 1, D: 64, S: 512, V: 151936 },
   {
     name: "seed-2b",
@@ -57,6 +60,7 @@ const SHAPES: ModelShape[] = [
     V: 151936,
   },
 ];
+const SHAPES = ALL_SHAPES.filter((s) => values.shapes.split(",").includes(s.name));
 
 const rt = await Runtime.create();
 console.log(`adapter: ${rt.describe()}`);

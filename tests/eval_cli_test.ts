@@ -78,6 +78,49 @@ gpuTest(
       ok(r.variants.every((v: { nll: number }) => v.nll > 0 && Number.isFinite(v.nll)));
       match(await Deno.readTextFile(`${dir}/ppl/nll_per_segment.svg`), /^<svg/);
 
+      // Token shards from gen (byte tokens, sequences of 256 = 4 segments), validation split.
+      const docs = Array.from(
+        { length: 40 },
+        (_, i) =>
+          JSON.stringify({
+            completion: `Document ${i}: ` + "the grass is green and the sky is blue. ".repeat(4),
+          }),
+      );
+      await Deno.writeTextFile(`${dir}/corpus.jsonl`, docs.join("\n") + "\n");
+      const gen = await cli(
+        "gen",
+        "-i",
+        `${dir}/corpus.jsonl`,
+        "-o",
+        `${dir}/shards`,
+        "--tokenizer",
+        "bytes",
+        "--seq-len",
+        "256",
+        "--val-fraction",
+        "0.3",
+        "--quiet",
+      );
+      equal(gen.code, 0, gen.stderr);
+      const sh = await cli(
+        "eval",
+        "ppl",
+        "--checkpoint",
+        ck,
+        "--data",
+        `${dir}/shards`,
+        "--json",
+        "--out",
+        `${dir}/ppl2`,
+      );
+      equal(sh.code, 0, sh.stderr);
+      const rs = JSON.parse(sh.stdout);
+      ok(
+        rs.documents >= 1 && rs.tokens === rs.documents * 255,
+        `${rs.documents} docs, ${rs.tokens} tokens`,
+      );
+      equal(rs.variants[0].perSegment.length, 4);
+
       const g = await cli(
         "generate",
         "--checkpoint",
