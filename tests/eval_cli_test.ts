@@ -53,7 +53,7 @@ gpuTest(
         `${dir}/pk`,
       );
       equal(pk.code, 0, pk.stderr);
-      match(pk.stdout, /exact match \(2 held-out keys per cell/);
+      match(pk.stdout, /exact match \(2 held-out samples per cell/);
       const res = JSON.parse(await Deno.readTextFile(`${dir}/pk/results.json`));
       // 2 lengths x (1 depth + control) x 2 variants.
       equal(res.cells.length, 8);

@@ -1,7 +1,11 @@
 /**
- * `demo`: the embedded default. Trains a small model on the built-in passkey task (no
- * download), evaluates passkey retrieval at 1x, 4x and 16x the training length with the memory
- * on and off, prints the table and writes a short report (markdown + SVG plots).
+ * `demo`: the embedded default. Trains a small model on a built-in retrieval task (no
+ * download), evaluates retrieval at 1x, 4x and 16x the training length with the memory on and
+ * off, prints the table and writes a short report (markdown + SVG plots).
+ *
+ * Two tasks: `recall` (default; a 1-digit key after a marker in the first segment, learned in
+ * about a minute) and `passkey` (the 5-digit Mohtashami-Jaggi task, which needs about 2,000
+ * steps, ~45 minutes on 2 CPU cores, before the model breaks through; see the README).
  */
 import { parseArgs } from "node:util";
 import { Runtime } from "../gpu/runtime.ts";
@@ -9,50 +13,91 @@ import { evalPasskey, type PasskeyResult } from "../eval/passkey.ts";
 import { Streamer } from "../eval/stream.ts";
 import { formatConfig, type ModelConfig, resolveConfig } from "../model/config.ts";
 import { writeFileAtomic } from "../model/safetensors.ts";
-import { PasskeySource } from "../train/data.ts";
+import { PasskeySource, RecallSource } from "../train/data.ts";
 import { fmtDuration, train, TRAIN_DEFAULTS, type TrainOptions } from "../train/trainer.ts";
 import { usage, UsageError } from "./errors.ts";
 import { passkeyHeatMap, passkeyTable } from "./eval.ts";
 
-export const summary = "train a small model on the built-in passkey task and show its memory at work";
+export const summary =
+  "train a small model on the built-in passkey task and show its memory at work";
 
-/** The demo's model: the notes' 39k-parameter passkey model, 4 segments of 32 bytes. */
-export const DEMO_SETS = ["hiddenSize=32", "intermediateSize=128", "headDim=8"];
+interface DemoTask {
+  preset: string;
+  sets: string[];
+  train: Partial<TrainOptions>;
+  describe: string;
+}
 
-export const DEMO_TRAIN: Partial<TrainOptions> = {
-  steps: 600,
-  batch: 32,
-  lr: 1e-2,
-  warmup: 30,
-  weightDecay: 0,
-  logEvery: 25,
-  evalEvery: 100,
-  evalBatches: 2,
-  saveEvery: 0,
+export const DEMO_TASKS: Record<"recall" | "passkey", DemoTask> = {
+  // The micro model (26k parameters), two segments of 16 bytes.
+  recall: {
+    preset: "micro",
+    sets: [],
+    train: {
+      steps: 200,
+      batch: 32,
+      lr: 1e-2,
+      warmup: 20,
+      weightDecay: 0,
+      logEvery: 20,
+      evalEvery: 50,
+      evalBatches: 4,
+      saveEvery: 0,
+    },
+    describe: `the associative-recall task: a 1-digit key follows the marker 'K' somewhere in
+the first segment, random letters fill the rest, and the sequence ends with '?' and the key
+again; only the answer digit is scored (chance 0.1)`,
+  },
+  // The notes' 39k-parameter passkey model, 4 segments of 32 bytes.
+  passkey: {
+    preset: "tiny",
+    sets: ["hiddenSize=32", "intermediateSize=128", "headDim=8"],
+    train: {
+      steps: 600,
+      batch: 32,
+      lr: 1e-2,
+      warmup: 30,
+      weightDecay: 0,
+      logEvery: 25,
+      evalEvery: 100,
+      evalBatches: 2,
+      saveEvery: 0,
+    },
+    describe: `the passkey task: filler sentences, "The pass key is NNNNN. Remember it."
+somewhere before the last segment, and "What is the pass key? The pass key is NNNNN." at the
+end; all 5 digits must be right`,
+  },
 };
-/** Loss weight of the answer digits: 10x the rest of the sequence together. */
+/** Passkey: loss weight of the answer digits, 10x the rest of the sequence together. */
 export const DEMO_ANSWER_WEIGHT = 254;
 
 const HELP = `infini demo: ${summary}
 
 Usage: infini demo [options]
 
-Trains the tiny passkey model (${DEMO_SETS.join(", ")}; segments of 32 bytes, 4 per
-sequence) on the built-in synthetic passkey task, then measures exact match of the 5-digit key
-at 1x, 4x and 16x the training length with the memory on and off, prints the table and writes
-report.md, loss.svg and passkey.svg to the output folder. No download; about 10 minutes on 2
-CPU cores through software Vulkan.
+Trains a small model on a built-in retrieval task whose key lies in an earlier segment than
+the question (local attention cannot see it: only the compressive memory can carry it), then
+measures exact match on held-out samples at 1x, 4x and 16x the training length with the memory
+on and off, prints the table and writes report.md, loss.svg and retrieval.svg to the output
+folder. No download.
+
+  --task recall    (default) the micro model on the associative-recall task: about 2-3
+                   minutes on 2 CPU cores through software Vulkan
+  --task passkey   the 5-digit passkey task with a 39k-parameter model: ${DEMO_TASKS.passkey.train.steps} steps take
+                   about 15 minutes here, which is not yet enough for the model to break
+                   through (it needs about 2,000); the demo says so plainly
 
 Options:
+  --task NAME      recall or passkey (default recall)
   --out DIR        output folder (default runs/demo)
-  --steps N        training steps (default ${DEMO_TRAIN.steps})
-  --trials N       held-out keys per cell and depth (default 20)
+  --steps N        training steps (default: recall ${DEMO_TASKS.recall.train.steps}, passkey ${DEMO_TASKS.passkey.train.steps})
+  --trials N       held-out samples per cell (default: recall 100, passkey 20 per depth)
   --seed N         seed of initialisation, data and evaluation (default 1)
   -h, --help       this help
 
 Examples:
   deno task demo
-  deno task demo --steps 1500 --out runs/demo-long`;
+  deno task demo --task passkey --steps 2500 --out runs/demo-passkey`;
 
 export async function run(args: string[]): Promise<number> {
   let values;
@@ -61,9 +106,10 @@ export async function run(args: string[]): Promise<number> {
       args,
       strict: true,
       options: {
+        task: { type: "string", default: "recall" },
         out: { type: "string", default: "runs/demo" },
         steps: { type: "string" },
-        trials: { type: "string", default: "20" },
+        trials: { type: "string" },
         seed: { type: "string", default: "1" },
         help: { type: "boolean", short: "h" },
       },
@@ -77,24 +123,38 @@ export async function run(args: string[]): Promise<number> {
   }
   const int = (flag: string, v: string, min: number) => {
     const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new UsageError(`--${flag} '${v}': expected an integer >= ${min}`);
+    if (!Number.isInteger(n) || n < min) {
+      throw new UsageError(`--${flag} '${v}': expected an integer >= ${min}`);
+    }
     return n;
   };
-  const steps = values.steps === undefined ? DEMO_TRAIN.steps! : int("steps", values.steps, 1);
-  const trials = int("trials", values.trials, 1);
+  if (values.task !== "recall" && values.task !== "passkey") {
+    throw new UsageError(`--task '${values.task}': expected recall or passkey`);
+  }
+  const taskName = values.task;
+  const task = DEMO_TASKS[taskName];
+  const steps = values.steps === undefined ? task.train.steps! : int("steps", values.steps, 1);
+  const trials = values.trials === undefined
+    ? (taskName === "recall" ? 100 : 20)
+    : int("trials", values.trials, 1);
   const seed = int("seed", values.seed, 0);
   const out = values.out;
-  const cfg: ModelConfig = resolveConfig("tiny", DEMO_SETS);
+  const cfg: ModelConfig = resolveConfig(task.preset, task.sets);
   const nS = cfg.seqLength / cfg.segmentLength;
-  const o: TrainOptions = { ...TRAIN_DEFAULTS, ...DEMO_TRAIN, steps, seed, out };
+  const o: TrainOptions = { ...TRAIN_DEFAULTS, ...task.train, steps, seed, out };
   const enc = new TextEncoder();
   const tty = Deno.stderr.isTerminal();
-  const say = (line: string) => Deno.stderr.writeSync(enc.encode(line.startsWith("\r") ? line : line + "\n"));
+  const say = (line: string) =>
+    Deno.stderr.writeSync(enc.encode(line.startsWith("\r") ? line : line + "\n"));
   const t0 = performance.now();
   const rt = await Runtime.create();
   say(`demo: ${rt.describe()}`);
-  say(`demo: 1/2 training on the passkey task (${steps} steps of ${o.batch} x ${cfg.seqLength} bytes)`);
-  const source = new PasskeySource(cfg, seed, { answerWeight: DEMO_ANSWER_WEIGHT });
+  say(
+    `demo: 1/2 training on the ${taskName} task (${steps} steps of ${o.batch} x ${cfg.seqLength} bytes)`,
+  );
+  const source = taskName === "recall"
+    ? new RecallSource(cfg, seed)
+    : new PasskeySource(cfg, seed, { answerWeight: DEMO_ANSWER_WEIGHT });
   const r = await train(rt, cfg, o, source, { tty, info: say });
   const trainSec = (performance.now() - t0) / 1000;
   if (r.stoppedBy === "interrupt") {
@@ -103,9 +163,9 @@ export async function run(args: string[]): Promise<number> {
     return 130;
   }
 
-  say(`demo: 2/2 passkey retrieval at ${nS}, ${4 * nS} and ${16 * nS} segments, memory on and off`);
+  say(`demo: 2/2 retrieval at ${nS}, ${4 * nS} and ${16 * nS} segments, memory on and off`);
   const params = await r.model.readParams();
-  const streamer = await Streamer.create(rt, cfg, params, { batch: 20, chunkSegments: 4 });
+  const streamer = await Streamer.create(rt, cfg, params, { batch: 50, chunkSegments: 4 });
   const res = await evalPasskey(streamer, {
     segments: [nS, 4 * nS, 16 * nS],
     depths: [0, 0.5, 1],
@@ -113,38 +173,67 @@ export async function run(args: string[]): Promise<number> {
     seed,
     variants: ["memory", "off"],
     control: true,
+    task: taskName,
   }, (c) => {
-    if (tty) say(`\r\x1b[2K  ${c.segments} segments, depth ${c.depth}, ${c.variant}: ${c.accuracy.toFixed(2)}`);
+    if (tty) {
+      say(
+        `\r\x1b[2K  ${c.segments} segments, depth ${c.depth}, ${c.variant}: ${
+          c.accuracy.toFixed(2)
+        }`,
+      );
+    }
   });
   if (tty) say("\r\x1b[2K");
   const totalSec = (performance.now() - t0) / 1000;
   const table = passkeyTable(res);
   console.log(table);
-  const verdict = judge(res, nS);
+  const verdict = judge(res, nS, taskName);
   console.log("");
   for (const v of verdict.lines) console.log(v);
-  await writeFileAtomic(`${out}/passkey.svg`, [enc.encode(passkeyHeatMap(res))]);
-  await writeFileAtomic(`${out}/passkey.json`, [enc.encode(JSON.stringify(res, null, 2) + "\n")]);
-  const report = reportMarkdown(cfg, r.model.table.count, o, res, table, verdict.lines, trainSec, totalSec, rt.describe());
+  await writeFileAtomic(`${out}/retrieval.svg`, [enc.encode(passkeyHeatMap(res))]);
+  await writeFileAtomic(`${out}/retrieval.json`, [enc.encode(JSON.stringify(res, null, 2) + "\n")]);
+  const report = reportMarkdown(
+    taskName,
+    task,
+    cfg,
+    r.model.table.count,
+    o,
+    res,
+    table,
+    verdict.lines,
+    trainSec,
+    totalSec,
+    rt.describe(),
+  );
   await writeFileAtomic(`${out}/report.md`, [enc.encode(report)]);
-  console.log(`\nreport: ${out}/report.md (with loss.svg and passkey.svg); ${fmtDuration(totalSec)} in all`);
+  console.log(
+    `\nreport: ${out}/report.md (with loss.svg and retrieval.svg); ${fmtDuration(totalSec)} in all`,
+  );
   rt.destroy();
   return 0;
 }
 
 /** Mean accuracy of a variant at a length over the depths (not the control). */
 function mean(res: PasskeyResult, segments: number, variant: string): number {
-  const c = res.cells.filter((x) => x.segments === segments && x.variant === variant && x.depth !== "control");
+  const c = res.cells.filter((x) =>
+    x.segments === segments && x.variant === variant && x.depth !== "control"
+  );
   return c.reduce((s, x) => s + x.correct, 0) / Math.max(1, c.reduce((s, x) => s + x.trials, 0));
 }
 
 /** Plain statements of what the run shows against the demo's targets. */
-export function judge(res: PasskeyResult, nS: number): { lines: string[]; met: boolean } {
+export function judge(
+  res: PasskeyResult,
+  nS: number,
+  task: "recall" | "passkey",
+): { lines: string[]; met: boolean } {
   const lines: string[] = [];
   const f = (x: number) => x.toFixed(2);
   for (const k of [1, 4, 16]) {
     const on = mean(res, k * nS, "memory"), off = mean(res, k * nS, "off");
-    lines.push(`${String(k).padStart(2)}x (${k * nS} segments): memory on ${f(on)}, memory off ${f(off)}`);
+    lines.push(
+      `${String(k).padStart(2)}x (${k * nS} segments): memory on ${f(on)}, memory off ${f(off)}`,
+    );
   }
   const on16 = mean(res, 16 * nS, "memory"), off16 = mean(res, 16 * nS, "off");
   const on1 = mean(res, nS, "memory"), off1 = mean(res, nS, "off");
@@ -152,15 +241,23 @@ export function judge(res: PasskeyResult, nS: number): { lines: string[]; met: b
   if (met) lines.push(`target met: at 16x the training length memory on is far above memory off.`);
   else {
     lines.push(
-      `target NOT met: at 16x the training length memory on (${f(on16)}) is not far above memory off (${f(off16)}).`,
+      `target NOT met: at 16x the training length memory on (${
+        f(on16)
+      }) is not far above memory off (${f(off16)}).`,
     );
     if (on1 - off1 >= 0.5) {
       lines.push(
-        `The memory does work at the training length (${f(on1)} vs ${f(off1)}), but this short run does not generalise to much longer inputs; staged training on a mixture of lengths does (see README, Results).`,
+        `The memory does work at the training length (${f(on1)} vs ${
+          f(off1)
+        }), but this short run does not generalise to much longer inputs; staged training on a mixture of lengths does (see README, Results).`,
       );
     } else {
       lines.push(
-        `This run has not yet learned the task at its own length (${f(on1)} with memory): train longer (--steps) for the model to break through.`,
+        `This run has not yet learned the task at its own length (${
+          f(on1)
+        } with memory): train longer (--steps) for the model to break through${
+          task === "passkey" ? " (the passkey task needs about 2,000 steps at batch 32)" : ""
+        }.`,
       );
     }
   }
@@ -168,6 +265,8 @@ export function judge(res: PasskeyResult, nS: number): { lines: string[]; met: b
 }
 
 function reportMarkdown(
+  taskName: string,
+  task: DemoTask,
   cfg: Readonly<ModelConfig>,
   params: number,
   o: TrainOptions,
@@ -178,27 +277,30 @@ function reportMarkdown(
   totalSec: number,
   adapter: string,
 ): string {
-  return `# infini demo: passkey retrieval through Infini-attention memory
+  return `# infini demo: ${taskName} retrieval through Infini-attention memory
 
 Adapter: ${adapter}. Training ${fmtDuration(trainSec)}, in all ${fmtDuration(totalSec)}.
 
 ## What ran
 A ${params.toLocaleString("en-US")}-parameter Gemma-style model with Infini-attention in every
-layer was trained for ${o.steps} steps (batch ${o.batch}, lr ${o.lr}) on the built-in passkey task:
-sequences of ${cfg.seqLength / cfg.segmentLength} segments of ${cfg.segmentLength} bytes; filler
-sentences, "The pass key is NNNNN. Remember it." somewhere before the last segment, and "What is the pass key? The pass key is NNNNN." at the end. Local attention
-only sees the current segment, so the key can only reach the answer through the compressive
-memory. Evaluation uses held-out keys (never trained on) and streams the input segment by
+layer was trained for ${o.steps} steps (batch ${o.batch}, lr ${o.lr}) on sequences of
+${cfg.seqLength / cfg.segmentLength} segments of ${cfg.segmentLength} bytes of ${task.describe}.
+Local attention only sees the current segment, so the key can only reach the answer through
+the compressive memory. Evaluation uses ${
+    taskName === "passkey"
+      ? "held-out keys (never trained on)"
+      : "held-out sequences (not drawn in training)"
+  } and streams the input segment by
 segment at constant memory; "memory off" forces sigmoid(beta) = 0 on the same weights.
 
 ## Loss
 ![loss](loss.svg)
 
-## Passkey exact match (all 5 digits, greedy)
+## Exact match on held-out samples (greedy answer)
 \`\`\`
 ${table}
 \`\`\`
-![passkey](passkey.svg)
+![retrieval](retrieval.svg)
 
 ${verdict.map((l) => `- ${l}`).join("\n")}
 
@@ -208,6 +310,6 @@ ${res.controlSkipped ? `Control (key in the last segment) skipped: ${res.control
 ${formatConfig(cfg, "model", params)}
 \`\`\`
 
-Reproduce: \`deno task demo --steps ${o.steps} --seed ${o.seed}\`.
+Reproduce: \`deno task demo --task ${taskName} --steps ${o.steps} --seed ${o.seed}\`.
 `;
 }

@@ -370,7 +370,7 @@ export function passkeyTable(r: PasskeyResult): string {
     );
   const head = cols.map((c) => short(c).padStart(14)).join("");
   const lines = [
-    `exact match (${r.trials} held-out keys per cell, greedy answer)`,
+    `exact match (${r.trials} held-out samples per cell, greedy answer)`,
     `segments  tokens${head}`,
   ];
   for (const n of lengths) {

@@ -9,6 +9,7 @@
  * test checks it against the generator token by token.) Ties count as right.
  */
 import { type PasskeySample, PasskeyTask } from "../data/passkey.ts";
+import { RecallTask } from "../data/recall.ts";
 import type { Streamer, Variant } from "./stream.ts";
 
 export interface PasskeyGrid {
@@ -21,6 +22,35 @@ export interface PasskeyGrid {
   variants: Variant[];
   /** Also run the control (key in the final segment) at each length. */
   control: boolean;
+  /**
+   * "passkey" (default), or "recall": the small associative-recall task (a 1-digit key after
+   * 'K' in the first segment, '?' and the key at the end; depth and control do not apply).
+   */
+  task?: "passkey" | "recall";
+}
+
+/** A sample as the grid scores it: the rows whose greedy prediction must be right. */
+interface GridSample {
+  tokens: Uint32Array;
+  targets: Uint32Array;
+  rows: number[];
+}
+
+/** Held-out recall samples (the "eval" stream of the task), deterministic in the seed. */
+export function recallSamples(
+  S: number,
+  segments: number,
+  trials: number,
+  seed: number,
+): GridSample[] {
+  const T = S * segments;
+  const b = new RecallTask({ segmentLength: S, segments }, (seed * 7919 + segments) >>> 0)
+    .batch(0, trials, "eval");
+  return b.answerRows.map((rows, i) => ({
+    tokens: b.tokens.slice(i * T, i * T + T),
+    targets: b.targets.slice(i * T, i * T + T),
+    rows: rows.map((r) => r - i * T),
+  }));
 }
 
 export interface PasskeyCell {
@@ -79,24 +109,31 @@ export async function evalPasskey(
   const t0 = performance.now();
   const cells: PasskeyCell[] = [];
   let controlSkipped: string | undefined;
+  const recall = grid.task === "recall";
   for (const n of grid.segments) {
-    const depths: (number | "control")[] = [...grid.depths];
-    if (grid.control) depths.push("control");
+    const depths: (number | "control")[] = recall ? [0] : [...grid.depths];
+    if (grid.control && !recall) depths.push("control");
     for (const d of depths) {
-      let samples: PasskeySample[];
+      let samples: GridSample[];
       try {
-        samples = cellSamples(S, n, d, grid.trials, grid.seed);
+        samples = recall
+          ? recallSamples(S, n, grid.trials, grid.seed)
+          : cellSamples(S, n, d, grid.trials, grid.seed).map((s) => ({
+            tokens: s.tokens,
+            targets: s.targets,
+            rows: s.answerPositions.map((p) => p - 1),
+          }));
       } catch (e) {
         if (d !== "control" || !(e instanceof RangeError)) throw e;
         controlSkipped = e.message;
         continue;
       }
-      const seqs = samples.map((s) => ({ tokens: s.tokens, targets: s.targets }));
       for (const v of grid.variants) {
-        const scored = await streamer.score(seqs, v, {
-          greedyRows: (i) => samples[i].answerPositions.map((p) => p - 1),
-        });
-        const correct = samples.filter((s, i) => sampleCorrect(s, scored[i].greedy)).length;
+        const scored = await streamer.score(samples, v, { greedyRows: (i) => samples[i].rows });
+        const correct = samples.filter((s, i) =>
+          s.rows.every((r) => scored[i].greedy?.get(r) === true)
+        )
+          .length;
         const cell: PasskeyCell = {
           segments: n,
           tokens: n * S,

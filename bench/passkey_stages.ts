@@ -1,0 +1,182 @@
+/**
+ * Passkey results, reproducibly: trains the tiny passkey model in stages (a fixed short length
+ * first, then mixtures of lengths with a rising maximum, each stage starting from the last
+ * one's weights), and after each stage measures exact match at several lengths with the memory
+ * on and off, plus the control (key in the final segment). Writes a results folder: results.json,
+ * results.md (tables), passkey_stageN.svg heat maps, each stage's run folder (log, loss.svg,
+ * checkpoint) and the wall-clock time of every stage.
+ *
+ *   deno task results:passkey [--stages 4:1500,16:600,32:600,64:600] [--rule linear|delta]
+ *                             [--trials 200] [--eval 4,16,64,128] [--out results/passkey-linear]
+ *
+ * A stage "M:N" trains N steps on lengths drawn per batch from the buckets up to M segments
+ * (just M for the first stage). Defaults follow ../shared/notes (39k-parameter model, segments of
+ * 32 bytes, batch 32, AdamW 0.9/0.95, warm-up then cosine, clip 1, answer digits weighted).
+ */
+import { parseArgs } from "node:util";
+import { passkeyHeatMap, passkeyTable } from "../src/cli/eval.ts";
+import { evalPasskey, type PasskeyResult } from "../src/eval/passkey.ts";
+import { Streamer } from "../src/eval/stream.ts";
+import { Runtime } from "../src/gpu/runtime.ts";
+import { resolveConfig } from "../src/model/config.ts";
+import { writeFileAtomic } from "../src/model/safetensors.ts";
+import { PasskeySource } from "../src/train/data.ts";
+import { fmtDuration, train, TRAIN_DEFAULTS } from "../src/train/trainer.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    stages: { type: "string", default: "4:1500,16:600,32:600,64:600" },
+    rule: { type: "string", default: "linear" },
+    trials: { type: "string", default: "200" },
+    eval: { type: "string", default: "4,16,64,128" },
+    control: { type: "string", default: "0" },
+    "answer-weight": { type: "string", default: "254" },
+    lr: { type: "string", default: "0.01" },
+    batch: { type: "string", default: "32" },
+    seed: { type: "string", default: "1" },
+    sets: { type: "string", default: "hiddenSize=32,intermediateSize=128,headDim=8" },
+    out: { type: "string" },
+  },
+});
+const rule = values.rule;
+const out = values.out ?? `results/passkey-${rule}`;
+const stages = values.stages.split(",").map((s) => s.split(":").map(Number) as [number, number]);
+const evalLens = values.eval.split(",").map(Number);
+const trials = Number(values.trials), seed = Number(values.seed);
+const BUCKETS = [3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128];
+await Deno.mkdir(out, { recursive: true });
+const rt = await Runtime.create();
+const enc = new TextEncoder();
+const log = (s: string) => console.error(s);
+log(
+  `results:passkey on ${rt.describe()}: stages ${values.stages}, rule ${rule}, ${trials} keys per cell`,
+);
+
+const summary: {
+  stage: number;
+  maxSegments: number;
+  lengths: number[];
+  steps: number;
+  trainSeconds: number;
+  evalSeconds: number;
+  result: PasskeyResult;
+}[] = [];
+let prev: string | undefined;
+for (const [i, [maxSeg, steps]] of stages.entries()) {
+  const cfg = resolveConfig("tiny", [
+    ...values.sets.split(",").filter(Boolean),
+    `memoryUpdate=${rule}`,
+    `seqLength=${maxSeg * 32}`,
+  ]);
+  const lengths = i === 0 ? [maxSeg] : BUCKETS.filter((b) => b <= maxSeg);
+  const dir = `${out}/stage${i + 1}`;
+  log(
+    `stage ${i + 1}: ${steps} steps on lengths ${lengths.join(",")} segments${
+      prev ? `, from ${prev}` : ""
+    }`,
+  );
+  const t0 = performance.now();
+  const source = new PasskeySource(cfg, seed + i, {
+    answerWeight: Number(values["answer-weight"]),
+    controlShare: Number(values.control),
+    segments: lengths,
+  });
+  const r = await train(
+    rt,
+    cfg,
+    {
+      ...TRAIN_DEFAULTS,
+      out: dir,
+      steps,
+      batch: Number(values.batch),
+      lr: Number(values.lr),
+      warmup: i === 0 ? 30 : 20,
+      weightDecay: 0,
+      seed: seed + i,
+      logEvery: 25,
+      evalEvery: 100,
+      evalBatches: 1,
+      saveEvery: 100,
+      initFrom: prev,
+    },
+    source,
+    { tty: false, info: log },
+  );
+  const trainSeconds = (performance.now() - t0) / 1000;
+  prev = dir;
+  const t1 = performance.now();
+  const params = await r.model.readParams();
+  const streamer = await Streamer.create(rt, cfg, params, { batch: 25, chunkSegments: 4 });
+  const result = await evalPasskey(
+    streamer,
+    {
+      segments: evalLens,
+      depths: [0, 0.5, 1],
+      trials: Math.ceil(trials / 3),
+      seed: 99,
+      variants: ["memory", "off", "zero-read"],
+      control: true,
+    },
+    (c) =>
+      log(`  ${c.segments} segments, depth ${c.depth}, ${c.variant}: ${c.accuracy.toFixed(3)}`),
+  );
+  const evalSeconds = (performance.now() - t1) / 1000;
+  summary.push({
+    stage: i + 1,
+    maxSegments: maxSeg,
+    lengths,
+    steps,
+    trainSeconds,
+    evalSeconds,
+    result,
+  });
+  await writeFileAtomic(`${out}/passkey_stage${i + 1}.svg`, [enc.encode(passkeyHeatMap(result))]);
+  await writeFileAtomic(`${out}/results.json`, [
+    enc.encode(JSON.stringify({ adapter: rt.describe(), rule, summary }, null, 2) + "\n"),
+  ]);
+  await writeFileAtomic(`${out}/results.md`, [enc.encode(markdown())]);
+  log(passkeyTable(result));
+  log(
+    `stage ${i + 1}: training ${fmtDuration(trainSeconds)}, evaluation ${fmtDuration(evalSeconds)}`,
+  );
+}
+rt.destroy();
+
+/** Per stage: accuracy at each evaluated length (mean over depths), memory on / off / control. */
+function markdown(): string {
+  const lines = [
+    `# Passkey results (${rule} memory), ${rt.describe()}`,
+    "",
+    `Exact match of all 5 digits, greedy, held-out keys (${trials} per length: 3 depths x ${
+      Math.ceil(trials / 3)
+    }).`,
+    "",
+    `| stage | trained lengths | steps | train time | ${
+      evalLens.map((n) => `${n} seg on / off / zero-read`).join(" | ")
+    } | control (${evalLens[0]} seg) |`,
+    `| --- | --- | --- | --- | ${evalLens.map(() => "---").join(" | ")} | --- |`,
+  ];
+  for (const s of summary) {
+    const acc = (n: number, v: string) => {
+      const c = s.result.cells.filter((x) =>
+        x.segments === n && x.variant === v && x.depth !== "control"
+      );
+      return (c.reduce((a, x) => a + x.correct, 0) /
+        Math.max(1, c.reduce((a, x) => a + x.trials, 0))).toFixed(3);
+    };
+    const ctrl = s.result.cells.find((x) =>
+      x.segments === evalLens[0] && x.variant === "memory" && x.depth === "control"
+    );
+    lines.push(
+      `| ${s.stage} | ${
+        s.lengths.length > 1 ? `${s.lengths[0]}-${s.maxSegments}` : s.maxSegments
+      } | ${s.steps} | ${fmtDuration(s.trainSeconds)} | ${
+        evalLens.map((n) => `${acc(n, "memory")} / ${acc(n, "off")} / ${acc(n, "zero-read")}`).join(
+          " | ",
+        )
+      } | ${ctrl ? ctrl.accuracy.toFixed(3) : "-"} |`,
+    );
+  }
+  return lines.join("\n") + "\n";
+}
