@@ -20,7 +20,7 @@ import { Streamer } from "../src/eval/stream.ts";
 import { Runtime } from "../src/gpu/runtime.ts";
 import { resolveConfig } from "../src/model/config.ts";
 import { writeFileAtomic } from "../src/model/safetensors.ts";
-import { PasskeySource } from "../src/train/data.ts";
+import { PasskeySource, RecallSource } from "../src/train/data.ts";
 import { fmtDuration, train, TRAIN_DEFAULTS } from "../src/train/trainer.ts";
 
 const { values } = parseArgs({
@@ -37,10 +37,12 @@ const { values } = parseArgs({
     seed: { type: "string", default: "1" },
     sets: { type: "string", default: "hiddenSize=32,intermediateSize=128,headDim=8" },
     out: { type: "string" },
+    task: { type: "string", default: "passkey" },
   },
 });
+const taskName = values.task === "recall" ? "recall" : "passkey";
 const rule = values.rule;
-const out = values.out ?? `results/passkey-${rule}`;
+const out = values.out ?? `results/${taskName}-${rule}`;
 const stages = values.stages.split(",").map((s) => s.split(":").map(Number) as [number, number]);
 const evalLens = values.eval.split(",").map(Number);
 const trials = Number(values.trials), seed = Number(values.seed);
@@ -64,10 +66,12 @@ const summary: {
 }[] = [];
 let prev: string | undefined;
 for (const [i, [maxSeg, steps]] of stages.entries()) {
-  const cfg = resolveConfig("tiny", [
-    ...values.sets.split(",").filter(Boolean),
+  // recall: the micro model (segments of 16 bytes) with its own defaults.
+  const S = taskName === "recall" ? 16 : 32;
+  const cfg = resolveConfig(taskName === "recall" ? "micro" : "tiny", [
+    ...(taskName === "recall" ? [] : values.sets.split(",").filter(Boolean)),
     `memoryUpdate=${rule}`,
-    `seqLength=${maxSeg * 32}`,
+    `seqLength=${maxSeg * S}`,
   ]);
   const lengths = i === 0 ? [maxSeg] : BUCKETS.filter((b) => b <= maxSeg);
   const dir = `${out}/stage${i + 1}`;
@@ -77,11 +81,16 @@ for (const [i, [maxSeg, steps]] of stages.entries()) {
     }`,
   );
   const t0 = performance.now();
-  const source = new PasskeySource(cfg, seed + i, {
-    answerWeight: Number(values["answer-weight"]),
-    controlShare: Number(values.control),
-    segments: lengths,
-  });
+  if (taskName === "recall" && lengths.length > 1) {
+    throw new Error("recall: one fixed length per stage");
+  }
+  const source = taskName === "recall"
+    ? new RecallSource(cfg, seed + i)
+    : new PasskeySource(cfg, seed + i, {
+      answerWeight: Number(values["answer-weight"]),
+      controlShare: Number(values.control),
+      segments: lengths,
+    });
   const r = await train(
     rt,
     cfg,
@@ -113,10 +122,11 @@ for (const [i, [maxSeg, steps]] of stages.entries()) {
     {
       segments: evalLens,
       depths: [0, 0.5, 1],
-      trials: Math.ceil(trials / 3),
+      trials: taskName === "recall" ? trials : Math.ceil(trials / 3),
       seed: 99,
       variants: ["memory", "off", "zero-read"],
       control: true,
+      task: taskName,
     },
     (c) =>
       log(`  ${c.segments} segments, depth ${c.depth}, ${c.variant}: ${c.accuracy.toFixed(3)}`),
@@ -146,11 +156,13 @@ rt.destroy();
 /** Per stage: accuracy at each evaluated length (mean over depths), memory on / off / control. */
 function markdown(): string {
   const lines = [
-    `# Passkey results (${rule} memory), ${rt.describe()}`,
+    `# ${taskName} results (${rule} memory), ${rt.describe()}`,
     "",
-    `Exact match of all 5 digits, greedy, held-out keys (${trials} per length: 3 depths x ${
-      Math.ceil(trials / 3)
-    }).`,
+    taskName === "recall"
+      ? `Exact match of the key digit, greedy, ${trials} held-out sequences per length (chance 0.1).`
+      : `Exact match of all 5 digits, greedy, held-out keys (${trials} per length: 3 depths x ${
+        Math.ceil(trials / 3)
+      }).`,
     "",
     `| stage | trained lengths | steps | train time | ${
       evalLens.map((n) => `${n} seg on / off / zero-read`).join(" | ")
