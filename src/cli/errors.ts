@@ -18,3 +18,20 @@ export function usage(e: unknown, command: string): never {
   const msg = e instanceof Error ? e.message : String(e);
   throw new UsageError(`${command}: ${msg.split("\n")[0]} (see '${command} --help')`);
 }
+
+/**
+ * Text from outside the program (a file's bytes quoted in a parser's message, a tensor name)
+ * made safe for a one-line error: every control character, line breaks included, is shown as
+ * an escape (`\n`, `\t`, `\u001b`), so it can neither break the line nor drive the terminal.
+ */
+export function oneLine(text: string): string {
+  const named: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+  let out = "";
+  for (const c of text) {
+    const code = c.charCodeAt(0);
+    const control = code < 0x20 || (code >= 0x7f && code < 0xa0) || code === 0x2028 ||
+      code === 0x2029;
+    out += !control ? c : named[c] ?? `\\u${code.toString(16).padStart(4, "0")}`;
+  }
+  return out;
+}

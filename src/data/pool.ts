@@ -76,7 +76,8 @@ export class EncoderPool {
             };
             worker.onerror = (e) => {
               e.preventDefault();
-              reject(new Error(`tokenizer worker failed to start: ${e.message}`));
+              // The first line only: a module that cannot load reports its stack below it.
+              reject(new Error(`tokenizer worker failed to start: ${e.message.split("\n")[0]}`));
             };
             worker.postMessage({ type: "init", spec, seed } satisfies WorkerRequest);
           });

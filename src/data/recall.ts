@@ -8,6 +8,7 @@
  * It is the passkey task stripped to its core (no sentences to learn), used by the learning
  * test and for quick checks; `train --data recall` runs it.
  */
+import { UserError } from "../cli/errors.ts";
 import { Rng } from "../util/rng.ts";
 
 export const IGNORE = 0xffffffff;
@@ -35,9 +36,13 @@ export class RecallTask {
   constructor(readonly o: RecallOptions, readonly seed: number) {
     this.digits = o.digits ?? 1;
     this.length = o.segmentLength * o.segments;
-    if (o.segments < 2) throw new RangeError("recall: needs at least 2 segments");
+    if (o.segments < 2) {
+      throw new UserError(
+        `recall: needs at least 2 segments per sequence (the key in one, the question in a later one); got ${o.segments}`,
+      );
+    }
     if (o.segmentLength < this.digits + 2) {
-      throw new RangeError(
+      throw new UserError(
         `recall: segment length ${o.segmentLength} cannot hold 'K' and ${this.digits} digits`,
       );
     }

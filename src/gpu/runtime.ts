@@ -246,7 +246,7 @@ export class Runtime {
         `${label} needs ${fmtBytes(size)} but the adapter's maxBufferSize is ${
           fmtBytes(maxBuf)
         }; ` +
-          `reduce batch, sequence or segment length`,
+          `reduce batch, sequence or segment length (for weights, the model's size)`,
       );
     }
     const buffer = this.device.createBuffer({

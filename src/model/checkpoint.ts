@@ -16,9 +16,9 @@
  * const { config, table, params } = await loadCheckpoint("runs/a");
  * ```
  */
-import { UserError } from "../cli/errors.ts";
+import { oneLine, UserError } from "../cli/errors.ts";
 import { configDiff, fromHfConfig, type ModelConfig, toHfConfig } from "./config.ts";
-import { type ParamTable, paramTable } from "./params.ts";
+import { paramCount, type ParamTable, paramTable } from "./params.ts";
 import {
   readSafetensors,
   type SafeTensor,
@@ -82,13 +82,13 @@ export async function loadCheckpoint(
     if (e instanceof Deno.errors.NotFound) {
       throw new UserError(`${dir}: no ${CONFIG_FILE} (not a checkpoint directory?)`);
     }
-    throw e;
+    throw new UserError(`${configPath}: cannot read (${oneLine((e as Error).message)})`);
   }
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (e) {
-    throw new UserError(`${configPath}: not valid JSON (${(e as Error).message})`);
+    throw new UserError(`${configPath}: not valid JSON (${oneLine((e as Error).message)})`);
   }
   const config = fromHfConfig(json, configPath);
   if (opts.expect) {
@@ -97,12 +97,37 @@ export async function loadCheckpoint(
       throw new UserError(`${configPath}: differs from the expected config (${diff.join("; ")})`);
     }
   }
-  const table = paramTable(config);
   const modelPath = `${dir}/${MODEL_FILE}`;
+  // Before the table is built: weights that cannot fit the file (at 2 bytes each, the
+  // smallest dtype read) mean a damaged config or one for other weights, and building the
+  // table of, say, 10^15 layers would never finish. (Files under 8 bytes are left to the
+  // reader, which says they are too short.)
+  const count = paramCount(config);
+  const size = await fileSize(modelPath);
+  if (size >= 8 && count * 2 > size) {
+    throw new UserError(
+      `${modelPath}: ${size} bytes cannot hold the ${count} parameters that ${CONFIG_FILE} ` +
+        `describes; the config does not belong to these weights`,
+    );
+  }
+  const table = paramTable(config);
   const { tensors, metadata } = await readSafetensors(modelPath);
   const params = new Float32Array(table.total);
   tensorsToFlat(table, tensors, params, `${modelPath} (with ${CONFIG_FILE})`);
   return { config, table, params, metadata };
+}
+
+/** A file's size; a one-line UserError when it is missing or not a file. */
+async function fileSize(path: string): Promise<number> {
+  let st: Deno.FileInfo;
+  try {
+    st = await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new UserError(`${path}: no such file`);
+    throw new UserError(`${path}: cannot read (${oneLine((e as Error).message)})`);
+  }
+  if (!st.isFile) throw new UserError(`${path}: not a file`);
+  return st.size;
 }
 
 /**
@@ -136,7 +161,7 @@ export function tensorsToFlat<A extends Float32Array | Float64Array>(
   const extra = [...tensors.keys()].filter((n) => !table.has(n));
   if (extra.length > 0) {
     throw new UserError(
-      `${source}: unexpected tensor '${extra[0]}'${
+      `${source}: unexpected tensor '${oneLine(extra[0])}'${
         extra.length > 1 ? ` (and ${extra.length - 1} more)` : ""
       } that the config does not describe`,
     );

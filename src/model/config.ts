@@ -13,7 +13,7 @@
  * const hf = toHfConfig(cfg); // what config.json holds
  * ```
  */
-import { UsageError, UserError } from "../cli/errors.ts";
+import { oneLine, UsageError, UserError } from "../cli/errors.ts";
 
 /** How Infini-attention writes a segment into memory (paper section 2.1.2). */
 export type MemoryUpdate = "linear" | "delta";
@@ -575,13 +575,13 @@ export async function readHfConfig(path: string): Promise<ModelConfig> {
     text = await Deno.readTextFile(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) throw new UserError(`${path}: no such file`);
-    throw e;
+    throw new UserError(`${path}: cannot read (${oneLine((e as Error).message)})`);
   }
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (e) {
-    throw new UserError(`${path}: not valid JSON (${(e as Error).message})`);
+    throw new UserError(`${path}: not valid JSON (${oneLine((e as Error).message)})`);
   }
   return fromHfConfig(json, path);
 }

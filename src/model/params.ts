@@ -119,9 +119,25 @@ export function paramTable(cfg: Readonly<ModelConfig>): ParamTable {
   };
 }
 
-/** Number of parameters of a config, without allocating anything. */
+/**
+ * Number of parameters of a config in closed form: no table, no loop over layers, so it is
+ * instant for any config, even a damaged one with 10^15 layers (a loader checks it against
+ * the file's size before building anything). Equals `paramTable(cfg).count`.
+ */
 export function paramCount(cfg: Readonly<ModelConfig>): number {
-  return paramTable(cfg).count;
+  const { vocabSize: V, hiddenSize: C, intermediateSize: F, numHeads: H, numKvHeads: Hkv } = cfg;
+  const D = cfg.headDim, L = cfg.numLayers, il = cfg.infiniLayers;
+  const infini = il === "all"
+    ? L
+    : il === "none"
+    ? 0
+    : Array.isArray(il)
+    ? new Set(il.filter((l) => l >= 0 && l < L)).size
+    : Math.min(il.last, L);
+  // Per layer: two norms [C], q and o [H*D, C], k and v [Hkv*D, C], MLP gate, up, down [F, C].
+  const perLayer = 2 * C + 2 * H * D * C + 2 * Hkv * D * C + 3 * F * C;
+  // Embedding [V, C], the layers, a gate [H] per Infini layer, the final norm [C].
+  return V * C + L * perLayer + infini * H + C;
 }
 
 /**

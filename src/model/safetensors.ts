@@ -6,7 +6,8 @@
  * Reads F64 (to Float64Array) and F32, F16, BF16 (to Float32Array); writes F32 and F64.
  * Everything is validated before any tensor is read: header length against the file size,
  * UTF-8 and JSON, dtype, shape, offsets inside the data section, size = product(shape) *
- * dtype size, no two tensors overlapping. Errors are one line naming the file and tensor.
+ * dtype size, and the tensors tiling the data section exactly (no overlap, gap or trailing
+ * bytes). Errors are one line naming the file and tensor; I/O errors become such errors too.
  * Writes are atomic: a temporary file in the same directory, fsync, rename, fsync directory.
  *
  * @example
@@ -16,7 +17,7 @@
  * tensors.get("w")!.data; // Float32Array [1, 2]
  * ```
  */
-import { UserError } from "../cli/errors.ts";
+import { oneLine, UserError } from "../cli/errors.ts";
 
 /** Dtypes this reader understands. */
 export type SafeDType = "F64" | "F32" | "F16" | "BF16";
@@ -84,7 +85,9 @@ function parseHeader(
   try {
     json = JSON.parse(text);
   } catch (e) {
-    fail(`the header is not valid JSON (${(e as Error).message}; not a safetensors file?)`);
+    fail(
+      `the header is not valid JSON (${oneLine((e as Error).message)}; not a safetensors file?)`,
+    );
   }
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
     fail("the header is not a JSON object");
@@ -97,12 +100,12 @@ function parseHeader(
         fail("__metadata__ is not an object");
       }
       for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
-        if (typeof v !== "string") fail(`__metadata__ '${k}' is not a string`);
+        if (typeof v !== "string") fail(`__metadata__ '${oneLine(k)}' is not a string`);
         metadata[k] = v as string;
       }
       continue;
     }
-    const bad = (msg: string): never => fail(`tensor '${name}': ${msg}`);
+    const bad = (msg: string): never => fail(`tensor '${oneLine(name)}': ${msg}`);
     if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
       bad("header entry is not an object");
     }
@@ -140,15 +143,34 @@ function parseHeader(
     }
     entries.push({ name, dtype: dtype as SafeDType, shape: shape as number[], begin, end });
   }
-  const sorted = [...entries].filter((e) => e.end > e.begin).sort((a, b) => a.begin - b.begin);
-  for (let i = 1; i < sorted.length; i++) {
-    if (sorted[i].begin < sorted[i - 1].end) {
+  // The tensors must tile the data section exactly, as the reference implementation requires:
+  // a gap or trailing bytes means the header length or an offset is wrong (e.g. a header
+  // length cut into the header's padding would otherwise shift every tensor silently).
+  const sorted = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let at = 0;
+  for (let i = 0; i < sorted.length; i++) {
+    const e = sorted[i];
+    if (e.begin < at) {
+      const prev = sorted[i - 1];
       fail(
-        `tensor '${sorted[i].name}' [${sorted[i].begin}, ${sorted[i].end}) overlaps tensor '${
-          sorted[i - 1].name
-        }' [${sorted[i - 1].begin}, ${sorted[i - 1].end})`,
+        `tensor '${oneLine(e.name)}' [${e.begin}, ${e.end}) overlaps tensor '${
+          oneLine(prev.name)
+        }' [${prev.begin}, ${prev.end})`,
       );
     }
+    if (e.begin > at) {
+      fail(
+        `tensor '${
+          oneLine(e.name)
+        }' starts at byte ${e.begin} of the data section, leaving a gap at ${at}`,
+      );
+    }
+    at = e.end;
+  }
+  if (at !== dataSize) {
+    fail(
+      `the tensors cover ${at} of the data section's ${dataSize} bytes (wrong header length or trailing bytes?)`,
+    );
   }
   return { entries, metadata };
 }
@@ -229,10 +251,12 @@ export async function readSafetensors(path: string): Promise<SafetensorsFile> {
     file = await Deno.open(path, { read: true });
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) throw new UserError(`${path}: no such file`);
-    throw e;
+    throw new UserError(`${path}: cannot open (${oneLine(String((e as Error).message ?? e))})`);
   }
   try {
-    const size = (await file.stat()).size;
+    const st = await file.stat();
+    if (!st.isFile) throw new UserError(`${path}: not a file`);
+    const size = st.size;
     const first8 = new Uint8Array(8);
     if (size >= 8) await readExactAt(file, 0, first8, path);
     const n = headerLength(first8, size, path);
@@ -243,7 +267,7 @@ export async function readSafetensors(path: string): Promise<SafetensorsFile> {
     const tensors = new Map<string, SafeTensor>();
     for (const e of entries) {
       const bytes = new Uint8Array(e.end - e.begin);
-      await readExactAt(file, dataStart + e.begin, bytes, `${path}: tensor '${e.name}'`);
+      await readExactAt(file, dataStart + e.begin, bytes, `${path}: tensor '${oneLine(e.name)}'`);
       tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data: decodeData(e.dtype, bytes) });
     }
     return { tensors, metadata };
@@ -258,12 +282,21 @@ async function readExactAt(
   out: Uint8Array,
   source: string,
 ): Promise<void> {
-  await file.seek(pos, Deno.SeekMode.Start);
   let got = 0;
-  while (got < out.length) {
-    const n = await file.read(out.subarray(got));
-    if (n === null) throw new UserError(`${source}: unexpected end of file at byte ${pos + got}`);
-    got += n;
+  try {
+    await file.seek(pos, Deno.SeekMode.Start);
+    while (got < out.length) {
+      const n = await file.read(out.subarray(got));
+      if (n === null) break;
+      got += n;
+    }
+  } catch (e) {
+    throw new UserError(
+      `${source}: read failed at byte ${pos + got} (${oneLine(String((e as Error).message ?? e))})`,
+    );
+  }
+  if (got < out.length) {
+    throw new UserError(`${source}: unexpected end of file at byte ${pos + got}`);
   }
 }
 

@@ -18,6 +18,7 @@
  */
 import src from "../../kernels/xent.wgsl" with { type: "text" };
 import {
+  fmtBytes,
   GpuUnavailableError,
   type Kernel,
   Params,
@@ -134,10 +135,19 @@ export class Xent {
       vc = Math.floor(most / ALIGN) * ALIGN;
     }
     if (vc < 1 || !fits(vc)) {
+      // Name the binding that cannot fit even the smallest chunk, and what would shrink it.
+      const n = Math.max(vc, ALIGN);
+      const cap = `the adapter's maxStorageBufferBindingSize ${fmtBytes(maxBindingBytes)}`;
       throw new GpuUnavailableError(
-        `xent: chunk ${vc} is over ${MAX_REDUCTION}, or ${maxRows} rows x ${vc} logits or a ` +
-          `${vc} x ${C} slice of the embedding exceed the ${maxBindingBytes}-byte storage-binding ` +
-          `cap; reduce batch or sequence length`,
+        n > MAX_REDUCTION
+          ? `xent: a vocabulary chunk of ${n} rows is over the ${MAX_REDUCTION}-long reduction ` +
+            `limit; use a chunk of at most ${MAX_REDUCTION}`
+          : n * C > maxElems
+          ? `xent: a ${n} x ${C} slice of the embedding (${fmtBytes(4 * n * C)}) is over ${cap}; ` +
+            `reduce hiddenSize`
+          : `xent: the logits of ${maxRows} rows (batch x sequence length) for ${n} vocabulary ` +
+            `entries (${fmtBytes(4 * n * maxRows)}) are over ${cap}; reduce batch or sequence ` +
+            `length`,
       );
     }
     const logitsElements = maxRows * vc;

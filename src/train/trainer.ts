@@ -21,6 +21,7 @@ import { readSafetensors, writeFileAtomic, writeSafetensors } from "../model/saf
 import type { GateMode } from "../ops/infini.ts";
 import { lineChart } from "../ui/svg.ts";
 import type { Batch, BatchSource } from "./data.ts";
+import { InterruptWatcher } from "./interrupt.ts";
 
 export interface TrainOptions {
   /** Run directory. */
@@ -213,151 +214,144 @@ export async function train(
   const log = await openLog(`${o.out}/log.jsonl`, step);
   const losses: StepLog[] = log.steps, vals: ValLog[] = log.vals;
   let stop = "done" as "done" | "interrupt";
-  let interrupts = 0;
-  const onSigint = () => {
-    interrupts++;
-    if (interrupts >= 2) {
-      io.info("\nsecond interrupt: exiting without saving");
-      Deno.exit(130);
-    }
-    io.info("\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to quit now)");
-    stop = "interrupt";
-  };
+  // Ctrl-C: the first stops after the current step with a checkpoint, the second ends the
+  // process at once (exit status 130); both act even while a submit holds this thread.
+  const ctrlC = await InterruptWatcher.start({
+    notice: "\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to quit now)\n",
+    second: "\nsecond interrupt: exiting without saving\n",
+  });
   try {
-    Deno.addSignalListener("SIGINT", onSigint);
-  } catch {
-    // Signals are unavailable on some platforms; Ctrl-C then just ends the process.
-  }
+    const t0 = performance.now();
+    let tokensThisRun = 0;
+    // Steps whose loss is still in flight: awaited two steps later.
+    const pending: {
+      step: number;
+      lr: number;
+      loss: Promise<number>;
+      stats: ReturnType<InfiniGemma["readStats"]>;
+    }[] = [];
+    let lastLoss = NaN;
+    let stepsThisRun = 0;
+    let waits = 0;
 
-  const t0 = performance.now();
-  let tokensThisRun = 0;
-  // Steps whose loss is still in flight: awaited two steps later.
-  const pending: {
-    step: number;
-    lr: number;
-    loss: Promise<number>;
-    stats: ReturnType<InfiniGemma["readStats"]>;
-  }[] = [];
-  let lastLoss = NaN;
-  let stepsThisRun = 0;
-  let waits = 0;
+    const drain = async (keep: number) => {
+      while (pending.length > keep) {
+        const p = pending.shift()!;
+        const [loss, stats] = await Promise.all([p.loss, p.stats]);
+        waits++;
+        if (stats.skipped || !Number.isFinite(loss)) {
+          const what = [
+            ...(Number.isFinite(loss) ? [] : [`loss (${loss})`]),
+            ...(stats.skipped ? [`gradient norm (${stats.norm})`] : []),
+          ];
+          throw new UserError(
+            `step ${p.step}: non-finite ${what.join(" and ")}; ` +
+              `the update was skipped and training stopped; the last good checkpoint is in ${ckptDir} ` +
+              `(try a lower --lr or --clip)`,
+          );
+        }
+        lastLoss = loss;
+        const elapsed = (performance.now() - t0) / 1000;
+        const entry: StepLog = {
+          step: p.step,
+          loss,
+          lr: p.lr,
+          gradNorm: stats.norm,
+          tokensPerSec: tokensThisRun / Math.max(elapsed, 1e-9),
+          elapsedSec: elapsed,
+        };
+        if (p.step % o.logEvery === 0 || p.step === o.steps) {
+          losses.push(entry);
+          await log.write(entry);
+          const eta = ((o.steps - p.step) * elapsed) / Math.max(1, stepsThisRun);
+          const line =
+            `step ${p.step}/${o.steps}  loss ${loss.toFixed(4)}  lr ${p.lr.toExponential(2)}  ` +
+            `|g| ${stats.norm.toFixed(3)}  ${Math.round(entry.tokensPerSec)} tok/s  ETA ${
+              fmtDuration(eta)
+            }`;
+          if (io.tty) io.info(`\r\x1b[2K${line}`);
+          else io.info(line);
+        }
+      }
+    };
 
-  const drain = async (keep: number) => {
-    while (pending.length > keep) {
-      const p = pending.shift()!;
-      const [loss, stats] = await Promise.all([p.loss, p.stats]);
-      waits++;
-      if (stats.skipped || !Number.isFinite(loss)) {
-        throw new UserError(
-          `step ${p.step}: non-finite ${
-            stats.skipped ? `gradient norm (${stats.norm})` : `loss (${loss})`
-          }; ` +
-            `the update was skipped and training stopped; the last good checkpoint is in ${ckptDir} ` +
-            `(try a lower --lr or --clip)`,
+    while (step < o.steps) {
+      if (ctrlC.interrupted) stop = "interrupt";
+      if (stop !== "done") break;
+      step++;
+      const lr = lrAt(o, step);
+      const batchList: Batch[] = [];
+      for (let a = 0; a < o.accum; a++) batchList.push(source.batch(batches + a, B));
+      const denom = batchList.reduce((s, b) => s + countTargets(b), 0);
+      let loss: Promise<number> = Promise.resolve(0);
+      let stats: ReturnType<InfiniGemma["readStats"]> | null = null;
+      for (let a = 0; a < o.accum; a++) {
+        const bt = batchList[a];
+        const m = await modelFor(bt.tokens.length);
+        // One submit per micro-batch: its batch upload is queue-ordered before it.
+        m.setBatch(bt.tokens, bt.targets, { weights: bt.weights, lossDenominator: denom });
+        const rec = rt.record(`step ${step}.${a}`);
+        m.recordGrads(rec, { clear: a === 0 });
+        const l = rec.read(m.loss).then((x) => x[0]);
+        const prev = loss;
+        loss = Promise.all([prev, l]).then(([p, c]) => p + c);
+        if (a === o.accum - 1) {
+          model.recordUpdate(rec, {
+            step,
+            lr,
+            beta1: o.beta1,
+            beta2: o.beta2,
+            eps: o.eps,
+            maxNorm: o.clip > 0 ? o.clip : Infinity,
+          });
+          stats = model.readStats(rec);
+        }
+        rt.submit(rec);
+      }
+      batches += o.accum;
+      stepsThisRun++;
+      tokensThisRun += batchList.reduce((s, b) => s + b.tokens.length, 0);
+      if (o.stopAfter > 0 && step >= o.stopAfter) stop = "interrupt";
+      pending.push({ step, lr, loss, stats: stats! });
+      await drain(2);
+
+      if (o.evalEvery > 0 && step % o.evalEvery === 0 && source.valBatches > 0) {
+        await drain(0);
+        const v = await validate(rt, model, source, o, step);
+        vals.push(v);
+        await log.write(v);
+        io.info(
+          `${io.tty ? "\n" : ""}val step ${step}: loss ${v.valLoss.toFixed(4)}` +
+            (v.valExact !== undefined
+              ? `  exact ${v.valExact.toFixed(3)} (memory off ${v.valExactMemoryOff!.toFixed(3)})`
+              : ""),
         );
+        await writePlot(o.out, losses, vals);
       }
-      lastLoss = loss;
-      const elapsed = (performance.now() - t0) / 1000;
-      const entry: StepLog = {
-        step: p.step,
-        loss,
-        lr: p.lr,
-        gradNorm: stats.norm,
-        tokensPerSec: tokensThisRun / Math.max(elapsed, 1e-9),
-        elapsedSec: elapsed,
-      };
-      if (p.step % o.logEvery === 0 || p.step === o.steps) {
-        losses.push(entry);
-        await log.write(entry);
-        const eta = ((o.steps - p.step) * elapsed) / Math.max(1, stepsThisRun);
-        const line =
-          `step ${p.step}/${o.steps}  loss ${loss.toFixed(4)}  lr ${p.lr.toExponential(2)}  ` +
-          `|g| ${stats.norm.toFixed(3)}  ${Math.round(entry.tokensPerSec)} tok/s  ETA ${
-            fmtDuration(eta)
-          }`;
-        if (io.tty) io.info(`\r\x1b[2K${line}`);
-        else io.info(line);
+      if (o.saveEvery > 0 && step % o.saveEvery === 0 && step < o.steps) {
+        await drain(0);
+        await saveTrainingState(rt, model, cfg, o, source, step, batches);
       }
     }
-  };
-
-  while (step < o.steps && stop === "done") {
-    step++;
-    const lr = lrAt(o, step);
-    const batchList: Batch[] = [];
-    for (let a = 0; a < o.accum; a++) batchList.push(source.batch(batches + a, B));
-    const denom = batchList.reduce((s, b) => s + countTargets(b), 0);
-    let loss: Promise<number> = Promise.resolve(0);
-    let stats: ReturnType<InfiniGemma["readStats"]> | null = null;
-    for (let a = 0; a < o.accum; a++) {
-      const bt = batchList[a];
-      const m = await modelFor(bt.tokens.length);
-      // One submit per micro-batch: its batch upload is queue-ordered before it.
-      m.setBatch(bt.tokens, bt.targets, { weights: bt.weights, lossDenominator: denom });
-      const rec = rt.record(`step ${step}.${a}`);
-      m.recordGrads(rec, { clear: a === 0 });
-      const l = rec.read(m.loss).then((x) => x[0]);
-      const prev = loss;
-      loss = Promise.all([prev, l]).then(([p, c]) => p + c);
-      if (a === o.accum - 1) {
-        model.recordUpdate(rec, {
-          step,
-          lr,
-          beta1: o.beta1,
-          beta2: o.beta2,
-          eps: o.eps,
-          maxNorm: o.clip > 0 ? o.clip : Infinity,
-        });
-        stats = model.readStats(rec);
-      }
-      rt.submit(rec);
-    }
-    batches += o.accum;
-    stepsThisRun++;
-    tokensThisRun += batchList.reduce((s, b) => s + b.tokens.length, 0);
-    if (o.stopAfter > 0 && step >= o.stopAfter) stop = "interrupt";
-    pending.push({ step, lr, loss, stats: stats! });
-    await drain(2);
-
-    if (o.evalEvery > 0 && step % o.evalEvery === 0 && source.valBatches > 0) {
-      await drain(0);
-      const v = await validate(rt, model, source, o, step);
-      vals.push(v);
-      await log.write(v);
-      io.info(
-        `${io.tty ? "\n" : ""}val step ${step}: loss ${v.valLoss.toFixed(4)}` +
-          (v.valExact !== undefined
-            ? `  exact ${v.valExact.toFixed(3)} (memory off ${v.valExactMemoryOff!.toFixed(3)})`
-            : ""),
-      );
-      await writePlot(o.out, losses, vals);
-    }
-    if (o.saveEvery > 0 && step % o.saveEvery === 0 && step < o.steps) {
-      await drain(0);
-      await saveTrainingState(rt, model, cfg, o, source, step, batches);
-    }
+    await drain(0);
+    if (io.tty) io.info("");
+    await saveTrainingState(rt, model, cfg, o, source, step, batches);
+    await writePlot(o.out, losses, vals);
+    const seconds = (performance.now() - t0) / 1000;
+    io.info(
+      `${stop === "interrupt" ? "interrupted" : "done"} at step ${step}: loss ${
+        lastLoss.toFixed(4)
+      }, ` +
+        `${fmtDuration(seconds)}, ${
+          (waits / Math.max(1, stepsThisRun)).toFixed(2)
+        } GPU waits per step; ` +
+        `checkpoint in ${ckptDir}`,
+    );
+    return { steps: step, finalLoss: lastLoss, losses, vals, stoppedBy: stop, seconds, model };
+  } finally {
+    ctrlC.stop();
+    log.close();
   }
-  await drain(0);
-  if (io.tty) io.info("");
-  await saveTrainingState(rt, model, cfg, o, source, step, batches);
-  await writePlot(o.out, losses, vals);
-  log.close();
-  try {
-    Deno.removeSignalListener("SIGINT", onSigint);
-  } catch {
-    // see addSignalListener
-  }
-  const seconds = (performance.now() - t0) / 1000;
-  io.info(
-    `${stop === "interrupt" ? "interrupted" : "done"} at step ${step}: loss ${
-      lastLoss.toFixed(4)
-    }, ` +
-      `${fmtDuration(seconds)}, ${
-        (waits / Math.max(1, stepsThisRun)).toFixed(2)
-      } GPU waits per step; ` +
-      `checkpoint in ${ckptDir}`,
-  );
-  return { steps: step, finalLoss: lastLoss, losses, vals, stoppedBy: stop, seconds, model };
 }
 
 function countTargets(b: Batch): number {
@@ -422,7 +416,8 @@ export async function validate(
 /**
  * Writes checkpoint/ as a whole: into checkpoint.tmp/, then checkpoint -> checkpoint.old,
  * checkpoint.tmp -> checkpoint, and checkpoint.old removed. A kill at any point leaves either
- * checkpoint/ or checkpoint.old/ complete; the loader looks at both.
+ * checkpoint/ or checkpoint.old/ complete; the loader looks at both (checkpoint.tmp/ is never
+ * read: it may be half written).
  */
 export async function saveTrainingState(
   rt: Runtime,
@@ -461,10 +456,13 @@ export async function saveTrainingState(
   await writeFileAtomic(`${tmp}/${TRAINER_FILE}`, [
     new TextEncoder().encode(JSON.stringify(state, null, 2) + "\n"),
   ]);
-  await Deno.remove(old, { recursive: true }).catch(() => {});
-  await Deno.rename(dir, old).catch((e) => {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  });
+  // checkpoint.old is removed only while checkpoint/ is complete beside it: after a kill
+  // between the two renames, old/ is the only good checkpoint (the loader falls back to it)
+  // and must survive until the new one is in place.
+  if (await exists(dir)) {
+    await Deno.remove(old, { recursive: true }).catch(() => {});
+    await Deno.rename(dir, old);
+  }
   await Deno.rename(tmp, dir);
   await Deno.remove(old, { recursive: true }).catch(() => {});
 }
@@ -547,7 +545,8 @@ async function openLog(path: string, fromStep: number) {
       }
     }
   }
-  await Deno.writeTextFile(path, kept.map((l) => l + "\n").join(""));
+  // Atomic, so that a kill while the log is cut back cannot lose the entries kept.
+  await writeFileAtomic(path, [new TextEncoder().encode(kept.map((l) => l + "\n").join(""))]);
   const f = await Deno.open(path, { append: true });
   const enc = new TextEncoder();
   return {
