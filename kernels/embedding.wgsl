@@ -9,7 +9,9 @@
 //   idx[2 rows + 1 .. 3 rows + 1)  order: the rows sorted by (token, row)
 // One workgroup per distinct token d = d0 + workgroup index (those of this chunk); its threads
 // stride over C. Each dE element is written by one thread, which sums its rows in a fixed
-// order: deterministic without atomics, and E is read once per distinct token.
+// order: deterministic without atomics, and E is read once per distinct token. A dispatch
+// handles occurrences [skip, skip + run) of each token's run; a token seen more often is
+// finished by later dispatches (lavapipe stops a shader after 65535 loop iterations).
 
 struct Params {
   rows: u32,
@@ -19,6 +21,8 @@ struct Params {
   count: u32, // distinct tokens in the chunk (workgroups that do work)
   gx: u32,    // workgroups along x of the 2-D grid
   scale: f32,
+  skip: u32,  // occurrences of each token handled by earlier dispatches
+  run: u32,   // most occurrences of each token handled by this one
 }
 
 const WG = 64u;
@@ -40,8 +44,9 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
   if (w >= p.count) { return; }
   let d = p.d0 + w;
   let base = (idx[d] - p.v0) * p.C;
-  let first = idx[p.rows + d];
-  let last = idx[p.rows + d + 1u];
+  let first = idx[p.rows + d] + p.skip;
+  let last = min(idx[p.rows + d + 1u], first + p.run);
+  if (first >= last) { return; }
   let order = 2u * p.rows + 1u;
   for (var r = first; r < last; r++) {
     let out = idx[order + r] * p.C;
@@ -57,8 +62,9 @@ fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
   if (w >= p.count) { return; }
   let d = p.d0 + w;
   let base = (idx[d] - p.v0) * p.C;
-  let first = idx[p.rows + d];
-  let last = idx[p.rows + d + 1u];
+  let first = idx[p.rows + d] + p.skip;
+  let last = min(idx[p.rows + d + 1u], first + p.run);
+  if (first >= last) { return; }
   let order = 2u * p.rows + 1u;
   for (var c = lid.x; c < p.C; c += WG) {
     var acc = 0.0;

@@ -4,7 +4,7 @@ import { Rng } from "../src/util/rng.ts";
 import { gpuTest } from "./_gpu.ts";
 import { assertClose, dot, f64, gradCheck, randf32 } from "./_numeric.ts";
 import { embeddingBackward, embeddingForward } from "./ref/layers.ts";
-import { AssertionError, deepStrictEqual, throws } from "node:assert/strict";
+import { AssertionError, deepStrictEqual, ok, throws } from "node:assert/strict";
 
 Deno.test("ref embedding backward matches finite differences", () => {
   const rng = new Rng(12);
@@ -144,6 +144,27 @@ gpuTest(
     const b = await run(rt, emb, E, dE0, tokens, dx, V, C);
     deepStrictEqual(b.dE, a.dE);
     deepStrictEqual(b.x, a.x);
+  },
+);
+
+gpuTest(
+  "embedding: a token repeated 70,000 times (past lavapipe's 65,535-iteration cap) and forced small pieces stay exact",
+  async (rt) => {
+    const rng = new Rng(33);
+    // One token in almost every row: a single run of ~70k occurrences.
+    const V = 20, C = 8, rows = 70_003;
+    const tokens = Uint32Array.from({ length: rows }, (_, r) => (r % 1000 === 0 ? 3 : 7));
+    const E = randf32(rng, V * C), dE0 = randf32(rng, V * C), dx = randf32(rng, rows * C);
+    const emb = await Embedding.create(rt);
+    const big = await run(rt, emb, E, dE0, tokens, dx, V, C);
+    check(big, E, dE0, tokens, dx, V, C, "70k repeats");
+    // Pieces of 7 occurrences on odd shapes: many dispatches, the same result within the bound.
+    const small = await Embedding.create(rt, { maxRun: 7 });
+    const t2 = Uint32Array.from({ length: 517 }, () => [0, 5, 17][rng.int(3)]);
+    const E2 = randf32(rng, 300 * 37), d2 = randf32(rng, 300 * 37), dx2 = randf32(rng, 517 * 37);
+    const got = await run(rt, small, E2, d2, t2, dx2, 300, 37);
+    check(got, E2, d2, t2, dx2, 300, 37, "pieces of 7");
+    ok(got.dispatches >= 2 * Math.ceil(150 / 7), `${got.dispatches} dispatches`);
   },
 );
 

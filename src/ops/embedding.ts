@@ -46,6 +46,13 @@ export interface TokenIndex {
 export interface EmbeddingOptions {
   /** Largest E chunk bound at once, in bytes; defaults to maxStorageBufferBindingSize. */
   maxChunkBytes?: number;
+  /**
+   * Most occurrences of one token a workgroup handles per dispatch; a token seen more often
+   * takes several dispatches (the backward adds them up in a fixed order). lavapipe silently
+   * stops a shader after 65535 loop iterations per invocation, so the default keeps the loops
+   * below that.
+   */
+  maxRun?: number;
 }
 
 export interface EmbeddingForwardArgs {
@@ -79,6 +86,7 @@ export class Embedding {
     private readonly fwd: Pipeline,
     private readonly bwd: Pipeline,
     private readonly maxChunkBytes: number,
+    private readonly maxRun: number | undefined,
   ) {}
 
   static async create(rt: Runtime, opts: EmbeddingOptions = {}): Promise<Embedding> {
@@ -88,7 +96,7 @@ export class Embedding {
       rt.pipeline(embeddingKernel, "backward", kinds),
     ]);
     const cap = rt.limits.maxStorageBufferBindingSize;
-    return new Embedding(fwd, bwd, Math.min(cap, opts.maxChunkBytes ?? cap));
+    return new Embedding(fwd, bwd, Math.min(cap, opts.maxChunkBytes ?? cap), opts.maxRun);
   }
 
   /** u32 elements of an uploaded index for `rows` tokens. */
@@ -165,17 +173,26 @@ export class Embedding {
     C: number,
   ): void {
     const scale = Math.sqrt(C);
-    const ds = host.distinct;
+    const ds = host.distinct, rows = host.rows;
+    // The cap counts nested loop entries too: measured, a run of ~21.8k occurrences (3 x 21.8k
+    // = 65.5k) is where the forward stopped; 16384 per dispatch x ceil(C / 64) stays below.
+    const R = this.maxRun ?? Math.floor(16384 / Math.ceil(C / 64));
     for (const { v0, count } of this.chunks(V, C)) {
       const d0 = lowerBound(ds, v0), d1 = lowerBound(ds, v0 + count);
       const n = d1 - d0;
       if (n === 0) continue;
+      let longest = 0;
+      for (let d = d0; d < d1; d++) {
+        longest = Math.max(longest, host.data[rows + d + 1] - host.data[rows + d]);
+      }
       const gx = Math.min(n, MAX_GROUPS), gy = Math.ceil(n / gx);
-      const params = new Params(7).u32(host.rows).u32(C).u32(v0).u32(d0).u32(n).u32(gx)
-        .f32(scale);
       const chunk = table.view(v0 * C, count * C); // (count, C), 256-byte aligned
-      if (forward) rec.dispatch(this.fwd, [params, index, chunk, rowsTensor], [gx, gy]);
-      else rec.dispatch(this.bwd, [params, index, rowsTensor, chunk], [gx, gy]);
+      for (let piece = 0; piece * R < longest; piece++) {
+        const params = new Params(9).u32(rows).u32(C).u32(v0).u32(d0).u32(n).u32(gx)
+          .f32(scale).u32(piece * R).u32(R);
+        if (forward) rec.dispatch(this.fwd, [params, index, chunk, rowsTensor], [gx, gy]);
+        else rec.dispatch(this.bwd, [params, index, rowsTensor, chunk], [gx, gy]);
+      }
     }
   }
 
