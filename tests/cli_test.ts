@@ -18,7 +18,7 @@ async function cli(...args: string[]): Promise<{ code: number; stdout: string; s
 Deno.test("cli: --help lists the commands; no command is a usage error", async () => {
   const h = await cli("--help");
   equal(h.code, 0);
-  for (const c of ["info", "gen", "train", "eval", "generate"]) {
+  for (const c of ["info", "gen", "train", "eval", "generate", "demo"]) {
     match(h.stdout, new RegExp(`\\n  ${c} `));
   }
   const none = await cli();
@@ -26,7 +26,7 @@ Deno.test("cli: --help lists the commands; no command is a usage error", async (
 });
 
 Deno.test("cli: every command has --help with examples", async () => {
-  for (const c of ["info", "gen", "train", "eval", "generate"]) {
+  for (const c of ["info", "gen", "train", "eval", "generate", "demo"]) {
     const h = await cli(c, "--help");
     equal(h.code, 0, `${c} --help exit code`);
     match(h.stdout, /Usage: infini /);

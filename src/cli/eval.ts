@@ -389,7 +389,7 @@ export function passkeyHeatMap(r: PasskeyResult): string {
   const lengths = [...new Set(r.cells.map((c) => c.segments))];
   const cols = [...new Set(r.cells.map((c) => `${c.variant}, ${depthLabel(c.depth)}`))];
   return heatMap({
-    title: `Passkey exact match (${r.trials} keys per cell)`,
+    title: `Exact match (${r.trials} held-out samples per cell)`,
     rowLabels: lengths.map((n) => `${n} seg (${n * r.segmentLength} tok)`),
     colLabels: cols.map((c) =>
       c.replace("depth ", "d=").replace("memory", "on").replace("control", "ctrl")
