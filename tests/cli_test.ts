@@ -1,19 +1,7 @@
 /** The command line as a user meets it: help, usage errors, exit codes, one-line messages. */
 import { equal, match, ok } from "node:assert/strict";
+import { cli } from "./_cli.ts";
 import { gpuTest } from "./_gpu.ts";
-
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
-
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
 
 Deno.test("cli: --help lists the commands; no command is a usage error", async () => {
   const h = await cli("--help");

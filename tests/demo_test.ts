@@ -6,21 +6,15 @@
 import { equal, match, ok } from "node:assert/strict";
 import { judge } from "../src/cli/demo.ts";
 import type { PasskeyResult } from "../src/eval/passkey.ts";
+import { cli } from "./_cli.ts";
 import { gpuTest } from "./_gpu.ts";
-
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
 gpuTest("demo: a short run writes the report, the plots and the table", async () => {
   const out = await Deno.makeTempDir({ prefix: "infini-demo-" });
   try {
-    const r = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", MAIN, "demo", "--steps", "6", "--trials", "10", "--out", out],
-      env: { NO_COLOR: "1" },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stdout = new TextDecoder().decode(r.stdout);
-    equal(r.code, 0, new TextDecoder().decode(r.stderr));
+    const r = await cli("demo", "--steps", "6", "--trials", "10", "--out", out);
+    const stdout = r.stdout;
+    equal(r.code, 0, r.stderr);
     match(stdout, /exact match \(10 held-out samples per cell/);
     match(stdout, /16x \(32 segments\): memory on \d\.\d\d, memory off \d\.\d\d/);
     // 6 steps cannot learn the task: the demo must say so rather than claim success.

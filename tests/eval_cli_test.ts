@@ -6,20 +6,8 @@ import { equal, match, ok } from "node:assert/strict";
 import { saveCheckpoint } from "../src/model/checkpoint.ts";
 import { resolveConfig } from "../src/model/config.ts";
 import { initParams, paramTable } from "../src/model/params.ts";
+import { cli } from "./_cli.ts";
 import { gpuTest } from "./_gpu.ts";
-
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
-
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
 
 /** A tiny checkpoint (segments of 64 bytes) in a fresh folder. */
 async function makeCheckpoint(): Promise<{ dir: string; ck: string }> {

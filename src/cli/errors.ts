@@ -35,3 +35,17 @@ export function oneLine(text: string): string {
   }
   return out;
 }
+
+/** A UTF-8 text file named by the user; a missing, unreadable or non-UTF-8 file is a UserError. */
+export async function readUserText(path: string): Promise<string> {
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(await Deno.readFile(path));
+  } catch (e) {
+    const why = e instanceof Deno.errors.NotFound
+      ? "no such file"
+      : e instanceof TypeError
+      ? "not valid UTF-8"
+      : oneLine((e as Error).message.split("\n")[0]);
+    throw new UserError(`${path}: ${why}`);
+  }
+}

@@ -15,7 +15,7 @@ import {
 } from "../eval/stream.ts";
 import { writeFileAtomic } from "../model/safetensors.ts";
 import { heatMap, lineChart } from "../ui/svg.ts";
-import { usage, UsageError, UserError } from "./errors.ts";
+import { readUserText, usage, UsageError, UserError } from "./errors.ts";
 
 export const summary = "long-context perplexity and passkey retrieval, memory on and off";
 
@@ -198,20 +198,7 @@ export async function run(args: string[]): Promise<number> {
     } else {
       const tok = await checkpointTokenizer(ck, values.tokenizer);
       for (const f of texts.slice(0, maxDocs)) {
-        let text: string;
-        try {
-          text = new TextDecoder("utf-8", { fatal: true }).decode(await Deno.readFile(f));
-        } catch (e) {
-          throw new UserError(
-            `${f}: ${
-              e instanceof Deno.errors.NotFound
-                ? "no such file"
-                : e instanceof TypeError
-                ? "not valid UTF-8"
-                : (e as Error).message.split("\n")[0]
-            }`,
-          );
-        }
+        const text = await readUserText(f);
         const tokens = Uint32Array.from(tok.encode(text)).slice(0, maxTokens);
         if (tokens.length < 2) throw new UserError(`${f}: fewer than 2 tokens, nothing to score`);
         docs.push({ name: f, tokens, targets: nextTokenTargets(tokens) });

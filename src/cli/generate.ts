@@ -3,7 +3,7 @@ import { parseArgs } from "node:util";
 import { Runtime } from "../gpu/runtime.ts";
 import { Generator } from "../eval/generate.ts";
 import { checkpointTokenizer, openCheckpoint } from "../eval/load.ts";
-import { usage, UsageError, UserError } from "./errors.ts";
+import { readUserText, usage, UsageError } from "./errors.ts";
 
 export const summary = "continue a prompt of any length, streaming tokens as they come";
 
@@ -80,20 +80,7 @@ export async function run(args: string[]): Promise<number> {
 
   let prompt = values.prompt;
   if (prompt === undefined) {
-    const f = values["prompt-file"]!;
-    try {
-      prompt = new TextDecoder("utf-8", { fatal: true }).decode(await Deno.readFile(f));
-    } catch (e) {
-      throw new UserError(
-        `${f}: ${
-          e instanceof Deno.errors.NotFound
-            ? "no such file"
-            : e instanceof TypeError
-            ? "not valid UTF-8"
-            : (e as Error).message.split("\n")[0]
-        }`,
-      );
-    }
+    prompt = await readUserText(values["prompt-file"]!);
   }
   const ck = await openCheckpoint(values.checkpoint);
   const tok = await checkpointTokenizer(ck, values.tokenizer);
