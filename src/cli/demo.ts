@@ -165,7 +165,10 @@ export async function run(args: string[]): Promise<number> {
 
   say(`demo: 2/2 retrieval at ${nS}, ${4 * nS} and ${16 * nS} segments, memory on and off`);
   const params = await r.model.readParams();
-  const streamer = await Streamer.create(rt, cfg, params, { batch: Math.min(50, trials), chunkSegments: 4 });
+  const streamer = await Streamer.create(rt, cfg, params, {
+    batch: Math.min(50, trials),
+    chunkSegments: 4,
+  });
   const res = await evalPasskey(streamer, {
     segments: [nS, 4 * nS, 16 * nS],
     depths: [0, 0.5, 1],
