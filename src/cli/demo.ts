@@ -81,7 +81,7 @@ measures exact match on held-out samples at 1x, 4x and 16x the training length w
 on and off, prints the table and writes report.md, loss.svg and retrieval.svg to the output
 folder. No download.
 
-  --task recall    (default) the micro model on the associative-recall task: about 2-3
+  --task recall    (default) the micro model on the associative-recall task: under 2
                    minutes on 2 CPU cores through software Vulkan
   --task passkey   the 5-digit passkey task with a 39k-parameter model: ${DEMO_TASKS.passkey.train.steps} steps take
                    about 15 minutes here, which is not yet enough for the model to break
