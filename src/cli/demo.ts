@@ -15,7 +15,7 @@ import { formatConfig, type ModelConfig, resolveConfig } from "../model/config.t
 import { writeFileAtomic } from "../model/safetensors.ts";
 import { PasskeySource, RecallSource } from "../train/data.ts";
 import { fmtDuration, train, TRAIN_DEFAULTS, type TrainOptions } from "../train/trainer.ts";
-import { usage, UsageError } from "./errors.ts";
+import { intFlag, usage, UsageError } from "./errors.ts";
 import { passkeyHeatMap, passkeyTable } from "./eval.ts";
 
 export const summary =
@@ -122,23 +122,16 @@ export async function run(args: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  const int = (flag: string, v: string, min: number) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) {
-      throw new UsageError(`--${flag} '${v}': expected an integer >= ${min}`);
-    }
-    return n;
-  };
   if (values.task !== "recall" && values.task !== "passkey") {
     throw new UsageError(`--task '${values.task}': expected recall or passkey`);
   }
   const taskName = values.task;
   const task = DEMO_TASKS[taskName];
-  const steps = values.steps === undefined ? task.train.steps! : int("steps", values.steps, 1);
+  const steps = intFlag("steps", values.steps, task.train.steps!);
   const trials = values.trials === undefined
     ? (taskName === "recall" ? 100 : 20)
-    : int("trials", values.trials, 1);
-  const seed = int("seed", values.seed, 0);
+    : intFlag("trials", values.trials, 1);
+  const seed = intFlag("seed", values.seed, 1, 0);
   const out = values.out;
   const cfg: ModelConfig = resolveConfig(task.preset, task.sets);
   const nS = cfg.seqLength / cfg.segmentLength;

@@ -49,3 +49,13 @@ export async function readUserText(path: string): Promise<string> {
     throw new UserError(`${path}: ${why}`);
   }
 }
+
+/** An integer flag (`def` when absent); anything else, or below `min`, is a usage error. */
+export function intFlag(flag: string, v: string | undefined, def: number, min = 1): number {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) {
+    throw new UsageError(`--${flag} '${v}': expected an integer >= ${min}`);
+  }
+  return n;
+}

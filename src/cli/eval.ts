@@ -2,7 +2,8 @@
 import { parseArgs } from "node:util";
 import { ShardReader, type Split } from "../data/shards.ts";
 import { Runtime } from "../gpu/runtime.ts";
-import { checkpointTokenizer, openCheckpoint } from "../eval/load.ts";
+import { checkpointTokenizer } from "../eval/load.ts";
+import { openCheckpoint } from "../model/checkpoint.ts";
 import { evalPasskey, type PasskeyResult } from "../eval/passkey.ts";
 import { evalPerplexity, type PplResult } from "../eval/ppl.ts";
 import {
@@ -15,7 +16,7 @@ import {
 } from "../eval/stream.ts";
 import { writeFileAtomic } from "../model/safetensors.ts";
 import { heatMap, lineChart } from "../ui/svg.ts";
-import { readUserText, usage, UsageError, UserError } from "./errors.ts";
+import { intFlag, readUserText, usage, UsageError, UserError } from "./errors.ts";
 
 export const summary = "long-context perplexity and passkey retrieval, memory on and off";
 
@@ -81,15 +82,6 @@ function parseList(flag: string, v: string | undefined, int: boolean): number[] 
   return out;
 }
 
-function parseInt1(flag: string, v: string | undefined, def: number, min = 1): number {
-  if (v === undefined) return def;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) {
-    throw new UsageError(`--${flag} '${v}': expected an integer >= ${min}`);
-  }
-  return n;
-}
-
 function parseVariants(v: string | undefined, def: Variant[]): Variant[] {
   if (v === undefined) return def;
   const out = v.split(",").map((s) => s.trim()).filter(Boolean);
@@ -149,8 +141,8 @@ export async function run(args: string[]): Promise<number> {
     return 0;
   }
   if (!values.checkpoint) throw new UsageError(`eval ${sub}: --checkpoint DIR is required`);
-  const batch = parseInt1("batch", values.batch, 8);
-  const chunk = parseInt1("chunk", values.chunk, 4);
+  const batch = intFlag("batch", values.batch, 8);
+  const chunk = intFlag("chunk", values.chunk, 4);
   const out = values.out ?? `runs/eval-${sub}`;
   const ck = await openCheckpoint(values.checkpoint);
   const cfg = ck.config;
@@ -166,8 +158,8 @@ export async function run(args: string[]): Promise<number> {
 
   if (sub === "ppl") {
     const variants = parseVariants(values.variants, [...VARIANTS]);
-    const maxDocs = parseInt1("max-docs", values["max-docs"], 64);
-    const maxTokens = parseInt1("max-tokens", values["max-tokens"], Number.MAX_SAFE_INTEGER, 2);
+    const maxDocs = intFlag("max-docs", values["max-docs"], 64);
+    const maxTokens = intFlag("max-tokens", values["max-tokens"], Number.MAX_SAFE_INTEGER, 2);
     const texts = [...(values.text ?? []), ...positionals];
     if (!values.data === !texts.length) {
       throw new UsageError("eval ppl: give either --data DIR or --text FILE... (one of them)");
@@ -250,8 +242,8 @@ export async function run(args: string[]): Promise<number> {
   const grid = {
     segments,
     depths,
-    trials: parseInt1("trials", values.trials, 20),
-    seed: parseInt1("seed", values.seed, 1, 0),
+    trials: intFlag("trials", values.trials, 20),
+    seed: intFlag("seed", values.seed, 1, 0),
     variants: parseVariants(values.variants, ["memory", "off"]),
     control: !values["no-control"],
   };

@@ -2,8 +2,9 @@
 import { parseArgs } from "node:util";
 import { Runtime } from "../gpu/runtime.ts";
 import { Generator } from "../eval/generate.ts";
-import { checkpointTokenizer, openCheckpoint } from "../eval/load.ts";
-import { readUserText, usage, UsageError } from "./errors.ts";
+import { checkpointTokenizer } from "../eval/load.ts";
+import { openCheckpoint } from "../model/checkpoint.ts";
+import { intFlag, readUserText, usage, UsageError } from "./errors.ts";
 
 export const summary = "continue a prompt of any length, streaming tokens as they come";
 
@@ -61,21 +62,15 @@ export async function run(args: string[]): Promise<number> {
   if ((values.prompt === undefined) === (values["prompt-file"] === undefined)) {
     throw new UsageError("generate: give --prompt TEXT or --prompt-file FILE (one of them)");
   }
-  const maxTokens = Number(values["max-tokens"]);
+  const maxTokens = intFlag("max-tokens", values["max-tokens"], 64);
+  const seed = intFlag("seed", values.seed, 1, 0);
   const temperature = Number(values.temperature);
   const topP = Number(values["top-p"]);
-  const seed = Number(values.seed);
-  if (!Number.isInteger(maxTokens) || maxTokens < 1) {
-    throw new UsageError(`--max-tokens '${values["max-tokens"]}': expected an integer >= 1`);
-  }
   if (!(temperature >= 0)) {
     throw new UsageError(`--temperature '${values.temperature}': expected a number >= 0`);
   }
   if (!(topP > 0 && topP <= 1)) {
     throw new UsageError(`--top-p '${values["top-p"]}': expected a number in (0, 1]`);
-  }
-  if (!Number.isInteger(seed) || seed < 0) {
-    throw new UsageError(`--seed '${values.seed}': expected an integer >= 0`);
   }
 
   let prompt = values.prompt;

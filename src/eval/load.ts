@@ -1,7 +1,6 @@
 /** Finding and loading the checkpoint an evaluation or generation runs on. */
 import { UserError } from "../cli/errors.ts";
 import type { Checkpoint } from "../model/checkpoint.ts";
-export { openCheckpoint } from "../model/checkpoint.ts";
 import { BYTES_VOCAB, loadTokenizer, type Tokenizer } from "../data/tokenizer.ts";
 
 /** The tokenizer a checkpoint was trained with (stored by `train`), unless one is forced. */

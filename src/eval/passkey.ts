@@ -95,9 +95,17 @@ export function cellSamples(
   return Array.from({ length: trials }, (_, i) => task.sample(i));
 }
 
+/** Whether the greedy prediction is right at every one of `rows` (unscored rows count as wrong). */
+export function allGreedy(
+  rows: readonly number[],
+  greedy: Map<number, boolean> | undefined,
+): boolean {
+  return rows.every((r) => greedy?.get(r) === true);
+}
+
 /** Whether every answer digit of a sample is the greedy prediction. */
 export function sampleCorrect(s: PasskeySample, greedy: Map<number, boolean> | undefined): boolean {
-  return s.answerPositions.every((p) => greedy?.get(p - 1) === true);
+  return allGreedy(s.answerPositions.map((p) => p - 1), greedy);
 }
 
 export async function evalPasskey(
@@ -130,10 +138,7 @@ export async function evalPasskey(
       }
       for (const v of grid.variants) {
         const scored = await streamer.score(samples, v, { greedyRows: (i) => samples[i].rows });
-        const correct = samples.filter((s, i) =>
-          s.rows.every((r) => scored[i].greedy?.get(r) === true)
-        )
-          .length;
+        const correct = samples.filter((s, i) => allGreedy(s.rows, scored[i].greedy)).length;
         const cell: PasskeyCell = {
           segments: n,
           tokens: n * S,
