@@ -15,8 +15,8 @@
  */
 import { parseArgs } from "node:util";
 import { passkeyHeatMap, passkeyTable } from "../src/cli/eval.ts";
-import { evalPasskey, type PasskeyResult } from "../src/eval/passkey.ts";
-import { Streamer } from "../src/eval/stream.ts";
+import { evalPasskey, meanAccuracy, type PasskeyResult } from "../src/eval/passkey.ts";
+import { Streamer, type Variant } from "../src/eval/stream.ts";
 import { Runtime } from "../src/gpu/runtime.ts";
 import { resolveConfig } from "../src/model/config.ts";
 import { writeFileAtomic } from "../src/model/safetensors.ts";
@@ -170,13 +170,7 @@ function markdown(): string {
     `| --- | --- | --- | --- | ${evalLens.map(() => "---").join(" | ")} | --- |`,
   ];
   for (const s of summary) {
-    const acc = (n: number, v: string) => {
-      const c = s.result.cells.filter((x) =>
-        x.segments === n && x.variant === v && x.depth !== "control"
-      );
-      return (c.reduce((a, x) => a + x.correct, 0) /
-        Math.max(1, c.reduce((a, x) => a + x.trials, 0))).toFixed(3);
-    };
+    const acc = (n: number, v: Variant) => meanAccuracy(s.result, n, v).toFixed(3);
     const ctrl = s.result.cells.find((x) =>
       x.segments === evalLens[0] && x.variant === "memory" && x.depth === "control"
     );

@@ -9,7 +9,7 @@
  */
 import { parseArgs } from "node:util";
 import { Runtime } from "../gpu/runtime.ts";
-import { evalPasskey, type PasskeyResult } from "../eval/passkey.ts";
+import { evalPasskey, meanAccuracy, type PasskeyResult } from "../eval/passkey.ts";
 import { Streamer } from "../eval/stream.ts";
 import { formatConfig, type ModelConfig, resolveConfig } from "../model/config.ts";
 import { writeFileAtomic } from "../model/safetensors.ts";
@@ -210,14 +210,6 @@ export async function run(args: string[]): Promise<number> {
   return 0;
 }
 
-/** Mean accuracy of a variant at a length over the depths (not the control). */
-function mean(res: PasskeyResult, segments: number, variant: string): number {
-  const c = res.cells.filter((x) =>
-    x.segments === segments && x.variant === variant && x.depth !== "control"
-  );
-  return c.reduce((s, x) => s + x.correct, 0) / Math.max(1, c.reduce((s, x) => s + x.trials, 0));
-}
-
 /** Plain statements of what the run shows against the demo's targets. */
 export function judge(
   res: PasskeyResult,
@@ -227,13 +219,13 @@ export function judge(
   const lines: string[] = [];
   const f = (x: number) => x.toFixed(2);
   for (const k of [1, 4, 16]) {
-    const on = mean(res, k * nS, "memory"), off = mean(res, k * nS, "off");
+    const on = meanAccuracy(res, k * nS, "memory"), off = meanAccuracy(res, k * nS, "off");
     lines.push(
       `${String(k).padStart(2)}x (${k * nS} segments): memory on ${f(on)}, memory off ${f(off)}`,
     );
   }
-  const on16 = mean(res, 16 * nS, "memory"), off16 = mean(res, 16 * nS, "off");
-  const on1 = mean(res, nS, "memory"), off1 = mean(res, nS, "off");
+  const on16 = meanAccuracy(res, 16 * nS, "memory"), off16 = meanAccuracy(res, 16 * nS, "off");
+  const on1 = meanAccuracy(res, nS, "memory"), off1 = meanAccuracy(res, nS, "off");
   const met = on16 - off16 >= 0.5;
   if (met) lines.push(`target met: at 16x the training length memory on is far above memory off.`);
   else {

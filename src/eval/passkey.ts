@@ -162,3 +162,11 @@ export async function evalPasskey(
     seconds: (performance.now() - t0) / 1000,
   };
 }
+
+/** Accuracy of a variant at a length, pooled over the depths (the control excluded). */
+export function meanAccuracy(res: PasskeyResult, segments: number, variant: Variant): number {
+  const c = res.cells.filter((x) =>
+    x.segments === segments && x.variant === variant && x.depth !== "control"
+  );
+  return c.reduce((s, x) => s + x.correct, 0) / Math.max(1, c.reduce((s, x) => s + x.trials, 0));
+}
