@@ -203,3 +203,57 @@ gpuTest("attention: shapes are validated", async (rt) => {
   await rt.sync();
   for (const u of Object.values(a)) rt.free(u);
 });
+
+// Decode (generation): one token against the first n cached rows equals row n - 1 of the
+// segment forward. n crosses the 64-key blocks (1, 63, 64, 65, 150) so the online rescale
+// between blocks is exercised; D odd, 8 and 256 (4 output dims per invocation); GQA 8 / 1.
+gpuTest(
+  "attention decode: one token against the cache equals the reference's row n - 1",
+  async (rt) => {
+    const rng = new Rng(17);
+    const CASES_DEC: [number, number, number, number, number][] = [
+      // [n, H, Hkv, D, scale of q]
+      [1, 4, 2, 8, 2],
+      [63, 8, 1, 6, 2],
+      [64, 4, 2, 8, 8], // peaked softmax
+      [65, 3, 3, 64, 2],
+      [150, 8, 1, 256, 1],
+      [150, 4, 2, 7, 4],
+    ];
+    for (const [n, H, Hkv, D, qScale] of CASES_DEC) {
+      const attn = await Attention.create(rt, D);
+      const capacity = n + 5; // the cache holds more rows than are valid: they must be ignored
+      const q = randf32(rng, capacity * H * D, qScale);
+      const k = randf32(rng, capacity * Hkv * D);
+      const v = randf32(rng, capacity * Hkv * D);
+      // Reference: causal attention over one segment of the n valid rows; take its last row.
+      const sh = { rows: n, S: n, H, Hkv, D };
+      const ref = attentionForward(q.subarray(0, n * H * D), k, v, sh, 1 / Math.sqrt(D));
+      const want = ref.o.subarray((n - 1) * H * D, n * H * D);
+      const t = {
+        q: rt.tensor("q", H * D, q.slice((n - 1) * H * D, n * H * D)),
+        k: rt.tensor("kcache", capacity * Hkv * D, k),
+        v: rt.tensor("vcache", capacity * Hkv * D, v),
+        o: rt.tensor("o", H * D),
+      };
+      const rec = rt.record();
+      attn.recordDecode(rec, t, { n, H, Hkv });
+      const out = rec.read(t.o);
+      rt.submit(rec);
+      assertClose(await out, want, { ...TOL, what: `decode n ${n} H ${H}/${Hkv} D ${D}` });
+      for (const u of Object.values(t)) rt.free(u);
+    }
+  },
+);
+
+gpuTest("attention decode: shapes are validated", async (rt) => {
+  const attn = await Attention.create(rt, 8);
+  const t = (n: number) => rt.tensor("t", n);
+  const a = { q: t(16), k: t(4 * 8), v: t(4 * 8), o: t(16) };
+  const rec = rt.record();
+  throws(() => attn.recordDecode(rec, a, { n: 5, H: 2, Hkv: 1 }), RangeError); // cache too short
+  throws(() => attn.recordDecode(rec, a, { n: 0, H: 2, Hkv: 1 }), RangeError);
+  throws(() => attn.recordDecode(rec, a, { n: 4, H: 3, Hkv: 2 }), RangeError);
+  attn.recordDecode(rec, a, { n: 4, H: 2, Hkv: 1 });
+  rt.submit(rec);
+});

@@ -127,42 +127,53 @@ gpuTest("eval: eval NLL equals the training loss on the same tokens", async (rt)
 gpuTest(
   "generate: logits match the f64 reference at every step, each segment folded into memory once",
   async (rt) => {
-    const rng = new Rng(21);
-    const prompt = randomTokens(rng, 12, cfg.vocabSize); // 2 full segments + 2 tokens
-    const gen = await Generator.create(rt, cfg, params);
-    const logitsSeen: Float32Array[] = [];
-    const out: number[] = [];
-    for await (
-      const t of gen.generate(prompt, 9, {
-        temperature: 0,
-        topP: 1,
-        seed: 1,
-        onLogits: (l) => logitsSeen.push(l),
-      })
-    ) out.push(t);
-    equal(out.length, 9);
-    // 12 + 9 = 21 tokens; the last one is never fed back, so 20 are in context: 4 segments,
-    // all complete, each folded exactly once.
-    equal(gen.committed, 4);
-    // Forwards: 2 for the full prompt segments, then one per generated token.
-    equal(gen.forwards, 2 + 9);
-    const ctx = Uint32Array.from([...prompt, ...out]);
-    const ref = modelForward(refModel(cfg, params), {
-      tokens: ctx.subarray(0, 20),
-      targets: new Uint32Array(20).fill(IGNORE),
-      B: 1,
-    });
-    const V = cfg.vocabSize;
-    logitsSeen.forEach((l, k) => {
-      const pos = 11 + k;
-      const want = ref.logits.subarray(pos * V, pos * V + V);
-      const d = maxDiff(l, want);
-      ok(d < 1e-4, `step ${k} (position ${pos}): logits differ by ${d}`);
-      // Greedy picks the reference's arg-max.
-      let best = 0;
-      for (let i = 1; i < V; i++) if (want[i] > want[best]) best = i;
-      equal(out[k], best);
-    });
+    // Greedy decoding of random weights soon repeats one token, and then identical keys and
+    // values hide a wrong cache row or RoPE position; sampling at temperature 1.5 keeps the
+    // context varied, so both are checked.
+    for (const temperature of [0, 1.5]) {
+      const rng = new Rng(21);
+      const prompt = randomTokens(rng, 12, cfg.vocabSize); // 2 full segments + 2 tokens
+      const gen = await Generator.create(rt, cfg, params);
+      const logitsSeen: Float32Array[] = [];
+      const out: number[] = [];
+      for await (
+        const t of gen.generate(prompt, 9, {
+          temperature,
+          topP: 1,
+          seed: 1,
+          onLogits: (l) => logitsSeen.push(l),
+        })
+      ) out.push(t);
+      equal(out.length, 9);
+      if (temperature > 0) ok(new Set(out).size >= 5, `sampled ${out}: too few distinct tokens`);
+      // 12 + 9 = 21 tokens; the last one is never fed back, so 20 are in context: 4 segments,
+      // all complete, each folded exactly once.
+      equal(gen.committed, 4);
+      // Segment forwards: the 2 full prompt segments, the prompt's 2-token tail (which fills
+      // the key/value cache), and the 2 segments completed while generating (tokens 10..14,
+      // 15..19). Every other new token is one decode step against the cache: 12, 13, 15..18.
+      equal(gen.forwards, 2 + 1 + 2);
+      equal(gen.decodes, 6);
+      const ctx = Uint32Array.from([...prompt, ...out]);
+      const ref = modelForward(refModel(cfg, params), {
+        tokens: ctx.subarray(0, 20),
+        targets: new Uint32Array(20).fill(IGNORE),
+        B: 1,
+      });
+      const V = cfg.vocabSize;
+      logitsSeen.forEach((l, k) => {
+        const pos = 11 + k;
+        const want = ref.logits.subarray(pos * V, pos * V + V);
+        const d = maxDiff(l, want);
+        ok(d < 1e-4, `T ${temperature}, step ${k} (position ${pos}): logits differ by ${d}`);
+        if (temperature === 0) {
+          // Greedy picks the reference's arg-max.
+          let best = 0;
+          for (let i = 1; i < V; i++) if (want[i] > want[best]) best = i;
+          equal(out[k], best);
+        }
+      });
+    }
   },
 );
 

@@ -13,8 +13,8 @@ const HELP = `infini generate: ${summary}
 Usage: infini generate --checkpoint DIR (--prompt TEXT | --prompt-file FILE) [options]
 
 The prompt is read segment by segment: each complete segment is folded into the memory
-exactly once; the last, partial segment is recomputed for each new token. Memory use does
-not grow with the prompt.
+exactly once; inside the current segment a key/value cache serves local attention, so each
+new token costs one row through the model. Memory use does not grow with the prompt.
 
 Options:
   --checkpoint DIR       checkpoint folder, or a run folder from 'train'

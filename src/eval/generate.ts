@@ -1,12 +1,12 @@
 /**
  * Generation at constant memory. The context is cut into segments of S tokens: each segment
- * is folded into the memory exactly once, when it is complete (M_out of its forward is copied
- * to M_in); the tokens of the current, partial segment are recomputed with the committed
- * memory for every new token (at most S rows, so the cost per token is bounded and does not
- * grow with what was read before).
- *
- * Note: the partial segment is recomputed rather than served from a key/value cache; both give
- * the same logits (causal attention within the segment), the cache would only be faster.
+ * is folded into the memory exactly once, when it is complete (a forward of the segment model
+ * over its S tokens, then M_out copied to M_in). Inside the current, partial segment a
+ * key/value cache serves local attention: each new token is one decode step (one row through
+ * every layer, its query against the cached keys and values of its segment, its memory read
+ * from the committed M_in), so the cost per token is one row's, plus one segment forward per S
+ * tokens to fold the segment in. A prompt's tail (an incomplete last segment) is read by one
+ * segment forward that also fills the cache.
  */
 import type { Runtime } from "../gpu/runtime.ts";
 import type { ModelConfig } from "../model/config.ts";
@@ -47,10 +47,14 @@ export function sampleToken(logits: Float32Array, o: SampleOptions, rng: Rng): n
 export class Generator {
   /** Tokens of the current segment (not yet in memory). */
   #partial: number[] = [];
+  /** How many of them have their keys and values in the decoder's cache. */
+  #cached = 0;
   /** Segments folded into memory so far. */
   committed = 0;
-  /** Forward calls run (for tests: one per completed prompt segment + one per new token). */
+  /** Segment forwards run (each completed segment, and a prompt's incomplete tail). */
   forwards = 0;
+  /** One-token decode steps run. */
+  decodes = 0;
   readonly #tokens: Uint32Array;
   readonly #targets: Uint32Array;
   #fresh = true;
@@ -59,6 +63,7 @@ export class Generator {
     readonly rt: Runtime,
     readonly cfg: Readonly<ModelConfig>,
     readonly model: InfiniGemma,
+    readonly decoder: InfiniGemma,
   ) {
     const S = cfg.segmentLength;
     this.#tokens = new Uint32Array(S);
@@ -72,29 +77,50 @@ export class Generator {
   ): Promise<Generator> {
     const model = await InfiniGemma.create(rt, cfg, { B: 1, T: cfg.segmentLength, train: false });
     model.setParams(params);
-    return new Generator(rt, cfg, model);
+    const decoder = await InfiniGemma.create(rt, cfg, {
+      B: 1,
+      T: 1,
+      train: false,
+      decodeFor: model,
+    });
+    return new Generator(rt, cfg, model, decoder);
   }
 
-  /** Forward of the current segment; returns the logits of its last token, and commits it to memory when full. */
+  /**
+   * Runs what the current segment's newest token needs and returns the logits after it: a
+   * decode step when every earlier token of the segment is cached; else a segment forward
+   * (filling the cache). A full segment always goes through the segment forward, which folds
+   * it into memory.
+   */
   async #step(wantLogits: boolean): Promise<Float32Array | null> {
     const S = this.cfg.segmentLength, n = this.#partial.length;
-    this.#tokens.fill(0);
-    this.#tokens.set(this.#partial);
-    this.model.setBatch(this.#tokens, this.#targets);
     const rec = this.rt.record("generate");
     if (this.#fresh) {
       this.model.resetMemory(rec);
       this.#fresh = false;
     }
-    this.model.recordForward(rec);
-    const logits = wantLogits ? rec.read(this.model.recordLogits(rec, n - 1)) : null;
+    let logits: Promise<Float32Array> | null = null;
+    if (n < S && this.#cached === n - 1) {
+      this.decoder.setBatch(Uint32Array.of(this.#partial[n - 1]), Uint32Array.of(IGNORE));
+      this.decoder.recordDecode(rec, n - 1);
+      if (wantLogits) logits = rec.read(this.decoder.recordLogits(rec, 0));
+      this.decodes++;
+    } else {
+      this.#tokens.fill(0);
+      this.#tokens.set(this.#partial);
+      this.model.setBatch(this.#tokens, this.#targets);
+      this.model.recordForward(rec, { head: false, kvCache: n < S ? this.decoder : undefined });
+      if (wantLogits) logits = rec.read(this.model.recordLogits(rec, n - 1));
+      this.forwards++;
+    }
+    this.#cached = n;
     if (n === S) {
       this.model.carryMemory(rec);
       this.committed++;
       this.#partial = [];
+      this.#cached = 0;
     }
     this.rt.submit(rec);
-    this.forwards++;
     return logits ? await logits : null;
   }
 
@@ -136,6 +162,7 @@ export class Generator {
   /** Starts a new, independent context (memory cleared on the next forward). */
   reset(): void {
     this.#partial = [];
+    this.#cached = 0;
     this.committed = 0;
     this.#fresh = true;
   }

@@ -52,6 +52,15 @@ export interface ModelOptions {
    * stays with `share`).
    */
   share?: InfiniGemma;
+  /**
+   * Makes this model a one-token decoder for `decodeFor`, an inference model with B = 1 and
+   * T = the segment length (generation). Needs B = 1, T = 1 and no training. It shares that
+   * model's parameters and incoming memory (M_in, z_in), and keeps per layer a key/value cache
+   * of the current segment: `recordDecode(rec, pos)` runs one token at position `pos` of its
+   * segment against cache rows 0..pos-1 (filled by earlier decode steps, or by the segment
+   * model's `recordForward(rec, { kvCache: decoder })`).
+   */
+  decodeFor?: InfiniGemma;
 }
 
 /** The optimizer's settings (per-group multipliers come from the config and param table). */
@@ -126,6 +135,8 @@ export class InfiniGemma {
 
   #host: TokenIndex | null = null;
   #scale = 0;
+  /** Decoder only: position in its segment of the token being decoded (during recordDecode). */
+  #pos: number | null = null;
 
   private constructor(
     readonly rt: Runtime,
@@ -148,6 +159,8 @@ export class InfiniGemma {
       targets: Tensor;
       weights: Tensor;
       ropeTable: Tensor;
+      /** Decoder only: per layer, the current segment's RoPE'd keys and values (S, Hkv*D). */
+      cache: { k: Tensor[]; v: Tensor[] } | null;
       x0: Tensor;
       acts: LayerActs[];
       states: (LayerState | null)[];
@@ -189,7 +202,7 @@ export class InfiniGemma {
   ) {
     this.table = table;
     this.rows = opts.B * opts.T;
-    this.nS = opts.T / cfg.segmentLength;
+    this.nS = opts.decodeFor ? 1 : opts.T / cfg.segmentLength;
     this.params = params;
     this.grads = grads;
     this.loss = loss;
@@ -204,14 +217,21 @@ export class InfiniGemma {
   ): Promise<InfiniGemma> {
     const { B, T, train } = opts;
     const S = cfg.segmentLength;
-    if (!Number.isInteger(T / S) || T < S) {
+    const dec = opts.decodeFor;
+    if (dec) {
+      if (B !== 1 || T !== 1 || train || dec.opts.B !== 1 || dec.opts.T !== S || dec.opts.train) {
+        throw new RangeError(
+          "decoder: needs B = 1, T = 1, no training, for an inference model with B = 1 and T = S",
+        );
+      }
+    } else if (!Number.isInteger(T / S) || T < S) {
       throw new RangeError(
         `sequence length ${T} must be a positive multiple of the segment length ${S}`,
       );
     }
     const C = cfg.hiddenSize, F = cfg.intermediateSize, H = cfg.numHeads, Hkv = cfg.numKvHeads;
     const D = cfg.headDim, V = cfg.vocabSize, L = cfg.numLayers;
-    const rows = B * T, nS = T / S;
+    const rows = B * T, nS = dec ? 1 : T / S;
     const table = paramTable(cfg);
     const anyInfini = Array.from({ length: L }, (_, l) => isInfiniLayer(cfg, l)).some(Boolean);
     const mm = await Matmul.create(rt);
@@ -226,7 +246,7 @@ export class InfiniGemma {
       Add.create(rt),
     ]);
 
-    const share = opts.share;
+    const share = opts.share ?? dec;
     if (share && (share.table.total !== table.total || (train && !share.grads))) {
       throw new Error("share: the shared model has another config or no gradients");
     }
@@ -259,7 +279,9 @@ export class InfiniGemma {
     };
 
     const t = (label: string, n: number) => rt.tensor(label, n);
-    const shape: InfiniShape = { B, nS, S, H, Hkv, D };
+    // A decoder's memory op sees one segment of one row (it only reads M_in; what it writes to
+    // its own M_out is never carried: the segment model folds each segment in when complete).
+    const shape: InfiniShape = { B, nS, S: dec ? 1 : S, H, Hkv, D };
     const msz = InfiniMemory.sizes(shape, cfg.memoryUpdate);
     // Training keeps every layer's activations; inference reuses one set for all layers.
     const makeActs = (tag: string, l: number): LayerActs => {
@@ -305,8 +327,8 @@ export class InfiniGemma {
     const states = Array.from({ length: L }, (_, l): LayerState | null =>
       isInfiniLayer(cfg, l)
         ? {
-          Min: t(`L${l}.Min`, msz.state),
-          zin: t(`L${l}.zin`, msz.stateZ),
+          Min: dec ? dec.b.states[l]!.Min : t(`L${l}.Min`, msz.state),
+          zin: dec ? dec.b.states[l]!.zin : t(`L${l}.zin`, msz.stateZ),
           Mout: t(`L${l}.Mout`, msz.state),
           zout: t(`L${l}.zout`, msz.stateZ),
         }
@@ -317,11 +339,18 @@ export class InfiniGemma {
       index: t("tokens.index", Embedding.indexLength(rows)),
       targets: t("targets", rows),
       weights: t("weights", rows),
-      ropeTable: rt.tensor(
+      // A decoder's table is one position's row, copied in from the segment model's per step.
+      ropeTable: dec ? t("rope.row", Rope.tableLength(1, D)) : rt.tensor(
         "rope.table",
         Rope.tableLength(S, D),
         Rope.buildTable(S, D, cfg.ropeTheta),
       ),
+      cache: dec
+        ? {
+          k: Array.from({ length: L }, (_, l) => t(`L${l}.kcache`, S * Hkv * D)),
+          v: Array.from({ length: L }, (_, l) => t(`L${l}.vcache`, S * Hkv * D)),
+        }
+        : null,
       x0: acts[0].x,
       acts,
       states,
@@ -357,7 +386,7 @@ export class InfiniGemma {
     return new InfiniGemma(
       rt,
       cfg,
-      { B, T, train, share },
+      { B, T, train, share: opts.share, decodeFor: dec },
       { mm, norm, rope, attn, mem, geglu, emb, xent, add },
       bufs,
       views(params, "p"),
@@ -465,13 +494,32 @@ export class InfiniGemma {
    * Records the forward pass and the loss (and, with `backward`, the LM head's gradients).
    * The memory enters from each layer's M_in/z_in: call `resetMemory` first for new sequences.
    */
-  recordForward(rec: Recorder, opts: { gate?: GateMode; backward?: boolean } = {}): void {
+  recordForward(
+    rec: Recorder,
+    opts: {
+      gate?: GateMode;
+      backward?: boolean;
+      /** Record the loss (the tied LM head over every row); default true. */
+      head?: boolean;
+      /** Also copy each layer's RoPE'd keys and values into this decoder's cache (B = 1, T = S). */
+      kvCache?: InfiniGemma;
+    } = {},
+  ): void {
     const { cfg, rows, k, b, w } = this;
     const C = cfg.hiddenSize, F = cfg.intermediateSize, H = cfg.numHeads, Hkv = cfg.numKvHeads;
     const D = cfg.headDim, S = cfg.segmentLength, L = cfg.numLayers, V = cfg.vocabSize;
     const eps = cfg.rmsNormEps;
     const gate = opts.gate ?? GATE.learned;
     if (!this.#host) throw new Error("setBatch before recordForward");
+    const pos = this.#pos;
+    const cache = opts.kvCache?.b.cache;
+    if (opts.kvCache && (opts.kvCache.opts.decodeFor !== this || !cache)) {
+      throw new Error("kvCache: not a decoder of this model");
+    }
+    if (this.opts.decodeFor && pos === null) throw new Error("a decoder runs through recordDecode");
+    if (pos !== null) {
+      rec.copy(this.opts.decodeFor!.b.ropeTable.view(pos * D, D), b.ropeTable);
+    }
 
     // x_0 = sqrt(C) * E[tokens]
     k.emb.recordForward(rec, { x: b.x0, weight: w.embed, index: b.index, host: this.#host, V, C });
@@ -500,16 +548,32 @@ export class InfiniGemma {
         table: b.ropeTable,
         rows,
         D,
-        S,
+        S: pos === null ? S : 1,
         a: { src: a.q, dst: a.qr, nHeads: H },
         b: { src: a.k, dst: a.kr, nHeads: Hkv },
       });
-      k.attn.recordForward(rec, { q: a.qr, k: a.kr, v: a.v, o: a.adot, lse: a.lse }, {
-        rows,
-        S,
-        H,
-        Hkv,
-      });
+      if (pos !== null) {
+        // One token: its key and value join the segment's cache, its query sees rows 0..pos.
+        const c = b.cache!, width = Hkv * D;
+        rec.copy(a.kr, c.k[l].view(pos * width, width));
+        rec.copy(a.v, c.v[l].view(pos * width, width));
+        k.attn.recordDecode(rec, { q: a.qr, k: c.k[l], v: c.v[l], o: a.adot }, {
+          n: pos + 1,
+          H,
+          Hkv,
+        });
+      } else {
+        k.attn.recordForward(rec, { q: a.qr, k: a.kr, v: a.v, o: a.adot, lse: a.lse }, {
+          rows,
+          S,
+          H,
+          Hkv,
+        });
+        if (cache) {
+          rec.copy(a.kr, cache.k[l]);
+          rec.copy(a.v, cache.v[l]);
+        }
+      }
       if (st && lw.gate && k.mem) {
         k.mem.recordForward(rec, {
           shape: this.#memShape(),
@@ -569,8 +633,28 @@ export class InfiniGemma {
     };
     if (opts.backward) {
       k.xent.recordForwardBackward(rec, { ...head, dx: b.dxf!, dE: this.gw!.embed });
-    } else {
+    } else if (opts.head ?? true) {
       k.xent.recordForward(rec, head);
+    }
+  }
+
+  /**
+   * Decoder only: records the forward of the one token set by `setBatch`, at position `pos`
+   * of its segment (0 <= pos < S), against cache rows 0..pos-1 and the segment model's M_in.
+   * Its key and value are written to cache row pos. No loss; read its logits with
+   * `recordLogits(rec, 0)`.
+   */
+  recordDecode(rec: Recorder, pos: number, opts: { gate?: GateMode } = {}): void {
+    const S = this.cfg.segmentLength;
+    if (!this.opts.decodeFor) throw new Error("recordDecode: this model is not a decoder");
+    if (!Number.isInteger(pos) || pos < 0 || pos >= S) {
+      throw new RangeError(`recordDecode: position ${pos} is outside 0..${S - 1}`);
+    }
+    this.#pos = pos;
+    try {
+      this.recordForward(rec, { gate: opts.gate, head: false });
+    } finally {
+      this.#pos = null;
     }
   }
 
@@ -745,7 +829,7 @@ export class InfiniGemma {
     return {
       B: this.opts.B,
       nS: this.nS,
-      S: c.segmentLength,
+      S: this.opts.decodeFor ? 1 : c.segmentLength,
       H: c.numHeads,
       Hkv: c.numKvHeads,
       D: c.headDim,

@@ -16,6 +16,7 @@
  * ```
  */
 import src from "../../kernels/attention.wgsl" with { type: "text" };
+import decodeSrc from "../../kernels/attention_decode.wgsl" with { type: "text" };
 import {
   type Kernel,
   Params,
@@ -27,6 +28,13 @@ import {
 } from "../gpu/runtime.ts";
 
 export const attentionKernel: Kernel = { name: "kernels/attention.wgsl", source: src };
+export const attentionDecodeKernel: Kernel = {
+  name: "kernels/attention_decode.wgsl",
+  source: decodeSrc,
+};
+
+/** Largest head dim of the decode entry (4 output dims per invocation, 64 invocations). */
+export const DECODE_MAX_D = 256;
 
 /** Sizes of one call; D is fixed when the `Attention` is created. */
 export interface AttentionShape {
@@ -51,6 +59,18 @@ export interface AttentionForwardArgs {
   o: Tensor;
   /** Output (rows, H): log-sum-exp of each softmax row, kept for the backward. */
   lse: Tensor;
+}
+
+/** One new token against its segment's key/value cache (generation). */
+export interface AttentionDecodeArgs {
+  /** (H*D): the token's query, RoPE applied. */
+  q: Tensor;
+  /** (>= n rows, Hkv*D): the segment's keys so far (RoPE applied), the token's own last. */
+  k: Tensor;
+  /** (>= n rows, Hkv*D). */
+  v: Tensor;
+  /** Output (H*D). */
+  o: Tensor;
 }
 
 export interface AttentionBackwardArgs extends AttentionForwardArgs {
@@ -159,6 +179,7 @@ export class Attention {
     private readonly fwd: Pipeline,
     private readonly dqPipe: Pipeline,
     private readonly dkdvPipe: Pipeline,
+    private readonly decodePipe: Pipeline,
   ) {}
 
   /** Compiles the three entry points for head dim D with the runtime's (or a forced) profile. */
@@ -178,12 +199,13 @@ export class Attention {
     }
     const t = tiling;
     const constants = { WG: t.WG, BQ: t.BQ, BK: t.BK, SR: t.SR, SC: t.SC, OR: t.OR, OC: t.OC };
-    const [f, q, kv] = await Promise.all([
+    const [f, q, kv, dec] = await Promise.all([
       rt.pipeline(attentionKernel, `forward_${t.kind}`, FORWARD_KINDS, constants),
       rt.pipeline(attentionKernel, `dq_${t.kind}`, DQ_KINDS, constants),
       rt.pipeline(attentionKernel, `dkdv_${t.kind}`, DKDV_KINDS, constants),
+      rt.pipeline(attentionDecodeKernel, "decode", ["uniform", "read", "read", "read", "rw"]),
     ]);
-    return new Attention(D, tiling, f, q, kv);
+    return new Attention(D, tiling, f, q, kv, dec);
   }
 
   /** Records O (rows, H*D) and L (rows, H) from Q, K, V. */
@@ -196,6 +218,41 @@ export class Attention {
     this.#check(a, sh);
     const g = this.#grid(rec, sh, scale, "owned rows");
     rec.dispatch(this.fwd, [g.params, a.q, a.k, a.v, a.o, a.lse], g.groups);
+  }
+
+  /**
+   * Records the output of one token that sees the first `n` cached keys and values: row n - 1
+   * of `recordForward` over a segment whose first n rows are the cache's. One dispatch, one
+   * workgroup per query head.
+   */
+  recordDecode(
+    rec: Recorder,
+    a: AttentionDecodeArgs,
+    sh: { n: number; H: number; Hkv: number },
+    scale = 1 / Math.sqrt(this.D),
+  ): void {
+    const { n, H, Hkv } = sh, D = this.D;
+    if (![n, H, Hkv].every((x) => Number.isInteger(x) && x > 0)) {
+      throw new RangeError(`Attention decode shape ${JSON.stringify(sh)} needs positive integers`);
+    }
+    if (H % Hkv !== 0) throw new RangeError(`Attention heads ${H} is not a multiple of Hkv ${Hkv}`);
+    if (D > DECODE_MAX_D) {
+      throw new RangeError(`Attention decode: head dim ${D} is above ${DECODE_MAX_D}`);
+    }
+    // lavapipe stops a shader after 65535 loop iterations of one invocation (see the kernel).
+    const loops = Math.ceil(n / 64) * (D + 12 + 4 * 64);
+    if (loops > 65535) {
+      throw new RangeError(
+        `Attention decode: ${n} cached keys at head dim ${D} need ${loops} loop iterations in one ` +
+          `invocation; lavapipe stops at 65535`,
+      );
+    }
+    need(a.q, H * D, "q");
+    need(a.k, n * Hkv * D, "k");
+    need(a.v, n * Hkv * D, "v");
+    need(a.o, H * D, "o");
+    const params = new Params(5).u32(n).u32(H).u32(Hkv).u32(D).f32(scale);
+    rec.dispatch(this.decodePipe, [params, a.q, a.k, a.v, a.o], [H, 1, 1]);
   }
 
   /** Records Dsum (rows, H), dQ (rows, H*D), then dK and dV (rows, Hkv*D). */
