@@ -31,8 +31,9 @@ const { values } = parseArgs({
     trials: { type: "string", default: "200" },
     eval: { type: "string", default: "4,16,64,128" },
     control: { type: "string", default: "0" },
-    "answer-weight": { type: "string", default: "254" },
-    lr: { type: "string", default: "0.01" },
+    "answer-weight": { type: "string" },
+    lr: { type: "string", default: "0.003" },
+    warmup: { type: "string", default: "100" },
     batch: { type: "string", default: "32" },
     seed: { type: "string", default: "1" },
     sets: { type: "string", default: "hiddenSize=32,intermediateSize=128,headDim=8" },
@@ -87,7 +88,10 @@ for (const [i, [maxSeg, steps]] of stages.entries()) {
   const source = taskName === "recall"
     ? new RecallSource(cfg, seed + i)
     : new PasskeySource(cfg, seed + i, {
-      answerWeight: Number(values["answer-weight"]),
+      // Default (T - 1) / 5: mean NLL of all tokens + 1.0 x mean NLL of the digits (the notes).
+      answerWeight: values["answer-weight"] === undefined
+        ? undefined
+        : Number(values["answer-weight"]),
       controlShare: Number(values.control),
       segments: lengths,
     });
@@ -100,7 +104,7 @@ for (const [i, [maxSeg, steps]] of stages.entries()) {
       steps,
       batch: Number(values.batch),
       lr: Number(values.lr),
-      warmup: i === 0 ? 30 : 20,
+      warmup: i === 0 ? Number(values.warmup) : 20,
       weightDecay: 0,
       seed: seed + i,
       logEvery: 25,

@@ -27,6 +27,7 @@ import { modelForward } from "./ref/model.ts";
 
 // S 5, T 20 (4 segments); odd shapes everywhere.
 const cfg = smallConfig();
+const smallCfg = cfg;
 const params = randomParams(paramTable(cfg), 11);
 const S = cfg.segmentLength;
 
@@ -130,7 +131,8 @@ gpuTest(
     // Greedy decoding of random weights soon repeats one token, and then identical keys and
     // values hide a wrong cache row or RoPE position; sampling at temperature 1.5 keeps the
     // context varied, so both are checked.
-    for (const temperature of [0, 1.5]) {
+    const delta = smallConfig(["memoryUpdate=delta"]);
+    for (const [cfg, temperature] of [[smallCfg, 0], [smallCfg, 1.5], [delta, 1.5]] as const) {
       const rng = new Rng(21);
       const prompt = randomTokens(rng, 12, cfg.vocabSize); // 2 full segments + 2 tokens
       const gen = await Generator.create(rt, cfg, params);
@@ -165,7 +167,10 @@ gpuTest(
         const pos = 11 + k;
         const want = ref.logits.subarray(pos * V, pos * V + V);
         const d = maxDiff(l, want);
-        ok(d < 1e-4, `T ${temperature}, step ${k} (position ${pos}): logits differ by ${d}`);
+        ok(
+          d < 1e-4,
+          `${cfg.memoryUpdate} T ${temperature}, step ${k} (position ${pos}): logits differ by ${d}`,
+        );
         if (temperature === 0) {
           // Greedy picks the reference's arg-max.
           let best = 0;
