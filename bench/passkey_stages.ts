@@ -8,10 +8,13 @@
  *
  *   deno task results:passkey [--stages 4:1500,16:600,32:600,64:600] [--rule linear|delta]
  *                             [--trials 200] [--eval 4,16,64,128] [--out results/passkey-linear]
+ *                             [--lr 0.003] [--warmup 100] [--answer-weight W] [--init-from RUN]
  *
  * A stage "M:N" trains N steps on lengths drawn per batch from the buckets up to M segments
  * (just M for the first stage). Defaults follow ../shared/notes (39k-parameter model, segments of
- * 32 bytes, batch 32, AdamW 0.9/0.95, warm-up then cosine, clip 1, answer digits weighted).
+ * 32 bytes, batch 32, AdamW 0.9/0.95, lr 3e-3, 100 warm-up steps then cosine, clip 1, answer
+ * weight (T-1)/5, i.e. mean NLL + 1.0 x mean answer NLL). `--init-from` starts the first stage
+ * from an earlier run's weights.
  */
 import { parseArgs } from "node:util";
 import { passkeyHeatMap, passkeyTable } from "../src/cli/eval.ts";
@@ -39,6 +42,7 @@ const { values } = parseArgs({
     sets: { type: "string", default: "hiddenSize=32,intermediateSize=128,headDim=8" },
     out: { type: "string" },
     task: { type: "string", default: "passkey" },
+    "init-from": { type: "string" },
   },
 });
 const taskName = values.task === "recall" ? "recall" : "passkey";
@@ -65,7 +69,8 @@ const summary: {
   evalSeconds: number;
   result: PasskeyResult;
 }[] = [];
-let prev: string | undefined;
+// A first stage may continue from an earlier run's weights (e.g. more steps at 4 segments).
+let prev: string | undefined = values["init-from"];
 for (const [i, [maxSeg, steps]] of stages.entries()) {
   // recall: the micro model (segments of 16 bytes) with its own defaults.
   const S = taskName === "recall" ? 16 : 32;
