@@ -829,7 +829,7 @@ export class InfiniGemma {
     return {
       B: this.opts.B,
       nS: this.nS,
-      S: this.opts.decodeFor ? 1 : c.segmentLength,
+      S: this.opts.T / this.nS, // the segment length; 1 for a decoder
       H: c.numHeads,
       Hkv: c.numKvHeads,
       D: c.headDim,

@@ -33,8 +33,10 @@ export const attentionDecodeKernel: Kernel = {
   source: decodeSrc,
 };
 
-/** Largest head dim of the decode entry (4 output dims per invocation, 64 invocations). */
-export const DECODE_MAX_D = 256;
+/** Invocations of the decode entry (WG in kernels/attention_decode.wgsl). */
+const DECODE_WG = 64;
+/** Largest head dim of the decode entry (4 output dims per invocation). */
+export const DECODE_MAX_D = 4 * DECODE_WG;
 
 /** Sizes of one call; D is fixed when the `Attention` is created. */
 export interface AttentionShape {
@@ -240,7 +242,7 @@ export class Attention {
       throw new RangeError(`Attention decode: head dim ${D} is above ${DECODE_MAX_D}`);
     }
     // lavapipe stops a shader after 65535 loop iterations of one invocation (see the kernel).
-    const loops = Math.ceil(n / 64) * (D + 12 + 4 * 64);
+    const loops = Math.ceil(n / DECODE_WG) * (D + 2 * Math.log2(DECODE_WG) + 4 * DECODE_WG);
     if (loops > 65535) {
       throw new RangeError(
         `Attention decode: ${n} cached keys at head dim ${D} need ${loops} loop iterations in one ` +
