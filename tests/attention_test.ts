@@ -1,6 +1,11 @@
-import { deepStrictEqual, notDeepStrictEqual, ok, throws } from "node:assert/strict";
-import type { Profile, Runtime } from "../src/gpu/runtime.ts";
-import { Attention, type AttentionShape } from "../src/ops/attention.ts";
+import { deepStrictEqual, notDeepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
+import type { Runtime } from "../src/gpu/runtime.ts";
+import {
+  Attention,
+  type AttentionShape,
+  ROWS_MAX_WORK,
+  useRowsKernel,
+} from "../src/ops/attention.ts";
 import { Rng } from "../src/util/rng.ts";
 import { gpuTest } from "./_gpu.ts";
 import { assertClose, dot, f64, gradCheck, randf32 } from "./_numeric.ts";
@@ -109,25 +114,42 @@ const CASES: [number, number, number, number, number, number][] = [
   [150, 1, 4, 2, 8, 2],
   [70, 2, 8, 1, 256, 1],
   [530, 1, 2, 1, 256, 2],
+  // Head dims and segments of the row kernel (D % 4 == 0, D <= 16, S x H / Hkv <= 64); rows
+  // never a multiple of its 64.
+  [5, 9, 4, 4, 4, 2],
+  [20, 3, 6, 2, 12, 8],
+  [8, 7, 8, 1, 16, 2],
 ];
 
-for (const profile of ["cpu", "gpu"] as Profile[]) {
+// The CPU profile runs the row kernel where D allows (`useRowsKernel`); "cpu-blocked" forces
+// the blocked kernel at those head dims so both stay covered.
+const VARIANTS = ["cpu", "cpu-blocked", "gpu"] as const;
+const make = (rt: Runtime, D: number, variant: typeof VARIANTS[number]) =>
+  variant === "cpu-blocked"
+    ? Attention.create(rt, D, "cpu", undefined, false)
+    : Attention.create(rt, D, variant);
+
+for (const profile of VARIANTS) {
   gpuTest(
     `attention ${profile} profile: forward and backward match the f64 reference`,
     async (rt) => {
       const rng = new Rng(5);
+      let rowsRuns = 0;
       for (const [S, nseg, H, Hkv, D, qScale] of CASES) {
         // S 530 is there for the CPU tiling at D 256, which streams 512 rows per block; the GPU
         // tiling streams 32 and is crossed many times by the other cases.
         if (profile === "gpu" && S > 512) continue;
-        const attn = await Attention.create(rt, D, profile);
+        if (profile === "cpu-blocked" && !useRowsKernel("cpu", D)) continue; // same as "cpu"
+        const attn = await make(rt, D, profile);
         const sh = { rows: S * nseg, S, H, Hkv };
         const x = randomInputs(rng, sh, D, qScale);
         const got = await runGpu(rt, attn, x, sh);
         const scale = 1 / Math.sqrt(D);
         const f = attentionForward(x.q, x.k, x.v, { ...sh, D }, scale);
         const b = attentionBackward(x.dO, x.q, x.k, x.v, { ...sh, D }, scale);
-        const what = `${profile} ${attn.tiling.kind} S ${S} x${nseg} H ${H}/${Hkv} D ${D}`;
+        if (attn.usesRows(sh)) rowsRuns++;
+        const kind = attn.usesRows(sh) ? "rows" : attn.tiling.kind;
+        const what = `${profile} ${kind} S ${S} x${nseg} H ${H}/${Hkv} D ${D}`;
         assertClose(got.o, f.o, { ...TOL, what: `${what} o` });
         assertClose(got.lse, f.lse, { ...TOL, what: `${what} lse` });
         assertClose(got.dsum, b.dsum, { ...TOL, what: `${what} dsum` });
@@ -135,12 +157,14 @@ for (const profile of ["cpu", "gpu"] as Profile[]) {
         assertClose(got.dk, b.dk, { ...TOL, what: `${what} dk` });
         assertClose(got.dv, b.dv, { ...TOL, what: `${what} dv` });
       }
+      // The row kernel ran exactly where the CPU profile picks it.
+      strictEqual(rowsRuns, profile === "cpu" ? 4 : 0);
     },
   );
 
   gpuTest(`attention ${profile} profile: causal inside segments, reproducible`, async (rt) => {
     for (const D of [6, 8]) {
-      const attn = await Attention.create(rt, D, profile);
+      const attn = await make(rt, D, profile);
       const S = 33, sh = { rows: 3 * S, S, H: 4, Hkv: 2 };
       const x = randomInputs(new Rng(9), sh, D, 2);
       const base = await runGpu(rt, attn, x, sh);
@@ -188,6 +212,26 @@ for (const profile of ["cpu", "gpu"] as Profile[]) {
     }
   });
 }
+
+gpuTest("attention row kernel: at its size limit, and the blocked kernel past it", async (rt) => {
+  // Segments with S x (H / Hkv) up to ROWS_MAX_WORK run the row kernel, one row more the
+  // blocked one; both must match the reference at the switch.
+  const attn = await Attention.create(rt, 16, "cpu");
+  const rng = new Rng(11);
+  for (const S of [ROWS_MAX_WORK / 2, ROWS_MAX_WORK / 2 + 1]) {
+    const sh = { rows: 3 * S, S, H: 2, Hkv: 1 };
+    strictEqual(attn.usesRows(sh), S * 2 <= ROWS_MAX_WORK);
+    const x = randomInputs(rng, sh, 16, 2);
+    const got = await runGpu(rt, attn, x, sh);
+    const f = attentionForward(x.q, x.k, x.v, { ...sh, D: 16 }, 0.25);
+    const b = attentionBackward(x.dO, x.q, x.k, x.v, { ...sh, D: 16 }, 0.25);
+    const what = `S ${S} H 2/1 D 16 ${attn.usesRows(sh) ? "rows" : "blocked"}`;
+    assertClose(got.o, f.o, { ...TOL, what: `${what} o` });
+    assertClose(got.dq, b.dq, { ...TOL, what: `${what} dq` });
+    assertClose(got.dk, b.dk, { ...TOL, what: `${what} dk` });
+    assertClose(got.dv, b.dv, { ...TOL, what: `${what} dv` });
+  }
+});
 
 gpuTest("attention: shapes are validated", async (rt) => {
   const attn = await Attention.create(rt, 8);

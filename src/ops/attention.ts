@@ -17,6 +17,7 @@
  */
 import src from "../../kernels/attention.wgsl" with { type: "text" };
 import decodeSrc from "../../kernels/attention_decode.wgsl" with { type: "text" };
+import rowsSrc from "../../kernels/attention_rows.wgsl" with { type: "text" };
 import {
   type Kernel,
   Params,
@@ -32,6 +33,31 @@ export const attentionDecodeKernel: Kernel = {
   name: "kernels/attention_decode.wgsl",
   source: decodeSrc,
 };
+
+export const attentionRowsKernel: Kernel = { name: "kernels/attention_rows.wgsl", source: rowsSrc };
+
+/** Invocations (rows) per workgroup of kernels/attention_rows.wgsl. */
+const ROWS_WG = 64;
+/** Largest head dim of the row kernel (MAXD4 vec4s in registers). */
+export const ROWS_MAX_D = 16;
+/**
+ * Largest S x (H / Hkv) the row kernel takes: one invocation streams up to that many rows, so
+ * its cost per row grows with it while the blocked kernel's does not. Measured on lavapipe
+ * (forward + backward, ms, row vs blocked): S 16 H 4/2 D 16: 164 vs 435; S 32 H 4/2 D 8:
+ * 155 vs 253; S 64 H 4/2 D 8: 309 vs 300; S 128 H 4/1 D 16: 549 vs 285. (Far below lavapipe's
+ * 65535 loop iterations per invocation.)
+ */
+export const ROWS_MAX_WORK = 64;
+
+/**
+ * Whether to compile the row kernel (one invocation per row and head, no workgroup memory):
+ * on lavapipe for head dims up to 16 (D % 4 == 0). It runs calls with short segments
+ * (S x H / Hkv <= ROWS_MAX_WORK), where the blocked kernel leaves most of its invocations
+ * idle; the passkey model (S 32, H 4 / 2, D 8) is one.
+ */
+export function useRowsKernel(profile: Profile, D: number): boolean {
+  return profile === "cpu" && D % 4 === 0 && D <= ROWS_MAX_D;
+}
 
 /** Invocations of the decode entry (WG in kernels/attention_decode.wgsl). */
 const DECODE_WG = 64;
@@ -182,15 +208,31 @@ export class Attention {
     private readonly dqPipe: Pipeline,
     private readonly dkdvPipe: Pipeline,
     private readonly decodePipe: Pipeline,
+    private readonly rowsPipes: { fwd: Pipeline; dq: Pipeline; dkdv: Pipeline } | undefined,
   ) {}
 
-  /** Compiles the three entry points for head dim D with the runtime's (or a forced) profile. */
+  /** Whether calls of this shape run the row kernel (kernels/attention_rows.wgsl). */
+  usesRows(sh: { S: number; H: number; Hkv: number }): boolean {
+    return this.rowsPipes !== undefined && sh.S * (sh.H / sh.Hkv) <= ROWS_MAX_WORK;
+  }
+
+  /**
+   * Compiles the three entry points for head dim D with the runtime's (or a forced) profile,
+   * plus the row kernel where `rows` (default: `useRowsKernel`); a shape beyond the row
+   * kernel's limits falls back to the blocked one.
+   */
   static async create(
     rt: Runtime,
     D: number,
     profile: Profile = rt.profile,
     tiling: AttentionTiling = attentionTiling(profile, D),
+    rows: boolean = useRowsKernel(profile, D),
   ): Promise<Attention> {
+    if (rows && (D % 4 !== 0 || D > ROWS_MAX_D)) {
+      throw new RangeError(
+        `Attention row kernel needs D % 4 == 0 and D <= ${ROWS_MAX_D}, got ${D}`,
+      );
+    }
     checkTiling(tiling, D);
     const bytes = attentionWorkgroupBytes(tiling);
     if (bytes > rt.limits.maxComputeWorkgroupStorageSize) {
@@ -207,7 +249,17 @@ export class Attention {
       rt.pipeline(attentionKernel, `dkdv_${t.kind}`, DKDV_KINDS, constants),
       rt.pipeline(attentionDecodeKernel, "decode", ["uniform", "read", "read", "read", "rw"]),
     ]);
-    return new Attention(D, tiling, f, q, kv, dec);
+    let rowsPipes: { fwd: Pipeline; dq: Pipeline; dkdv: Pipeline } | undefined;
+    if (rows) {
+      const c = { WG: ROWS_WG, D4: D / 4 };
+      const [rf, rq, rkv] = await Promise.all([
+        rt.pipeline(attentionRowsKernel, "forward", FORWARD_KINDS, c),
+        rt.pipeline(attentionRowsKernel, "dq", DQ_KINDS, c),
+        rt.pipeline(attentionRowsKernel, "dkdv", DKDV_KINDS, c),
+      ]);
+      rowsPipes = { fwd: rf, dq: rq, dkdv: rkv };
+    }
+    return new Attention(D, tiling, f, q, kv, dec, rowsPipes);
   }
 
   /** Records O (rows, H*D) and L (rows, H) from Q, K, V. */
@@ -218,6 +270,11 @@ export class Attention {
     scale = 1 / Math.sqrt(this.D),
   ): void {
     this.#check(a, sh);
+    if (this.usesRows(sh)) {
+      const g = this.#rowsGrid(rec, sh, scale, sh.H);
+      rec.dispatch(this.rowsPipes!.fwd, [g.params, a.q, a.k, a.v, a.o, a.lse], g.groups);
+      return;
+    }
     const g = this.#grid(rec, sh, scale, "owned rows");
     rec.dispatch(this.fwd, [g.params, a.q, a.k, a.v, a.o, a.lse], g.groups);
   }
@@ -272,6 +329,13 @@ export class Attention {
     need(a.dk, rows * Hkv * this.D, "dk");
     need(a.dv, rows * Hkv * this.D, "dv");
     const common = [a.q, a.k, a.v, a.o, a.lse, a.dO, a.dsum] as const;
+    if (this.usesRows(sh)) {
+      const g1 = this.#rowsGrid(rec, sh, scale, H);
+      rec.dispatch(this.rowsPipes!.dq, [g1.params, ...common, a.dq], g1.groups);
+      const g2 = this.#rowsGrid(rec, sh, scale, Hkv);
+      rec.dispatch(this.rowsPipes!.dkdv, [g2.params, ...common, a.dk, a.dv], g2.groups);
+      return;
+    }
     const g1 = this.#grid(rec, sh, scale, "owned rows");
     rec.dispatch(this.dqPipe, [g1.params, ...common, a.dq], g1.groups);
     const g2 = this.#grid(rec, sh, scale, "owned keys");
@@ -291,6 +355,19 @@ export class Attention {
     need(a.v, rows * Hkv * D, "v");
     need(a.o, rows * H * D, "o");
     need(a.lse, rows * H, "lse");
+  }
+
+  /** The row kernel's grid: workgroups of ROWS_WG rows folded into 2-D, heads along z. */
+  #rowsGrid(
+    rec: Recorder,
+    sh: AttentionShape,
+    scale: number,
+    heads: number,
+  ): { params: Params; groups: [number, number, number] } {
+    const nwg = Math.ceil(sh.rows / ROWS_WG);
+    const gx = Math.min(nwg, rec.rt.limits.maxComputeWorkgroupsPerDimension);
+    const params = new Params(6).u32(sh.S).u32(sh.H).u32(sh.Hkv).u32(sh.rows).u32(gx).f32(scale);
+    return { params, groups: [gx, Math.ceil(nwg / gx), heads] };
   }
 
   /** Work items (segment, block of owned rows) folded into a 2-D grid, heads along z. */
