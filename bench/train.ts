@@ -5,7 +5,11 @@
  * the same adapter; and GPU waits per step (the trainer awaits one readback per step, two
  * steps late). Prints a table and writes JSON.
  *
- *   deno task bench:train [--steps 4] [--presets tiny,mini] [--out out/bench_train.json]
+ * `--profile` also times every dispatch of one Infini step on its own and prints where the
+ * step's time goes, per kernel entry point.
+ *
+ *   deno task bench:train [--steps 4] [--presets tiny,mini] [--set key=value ...] [--profile]
+ *                         [--out out/bench_train.json]
  */
 import { parseArgs } from "node:util";
 import { Runtime } from "../src/gpu/runtime.ts";
@@ -14,6 +18,7 @@ import { InfiniGemma } from "../src/model/model.ts";
 import { initParams } from "../src/model/params.ts";
 import { Matmul } from "../src/ops/matmul.ts";
 import { Rng } from "../src/util/rng.ts";
+import type { Params, Pipeline, Recorder } from "../src/gpu/runtime.ts";
 import { printTable, timeGpu, writeJson } from "./_util.ts";
 
 const { values } = parseArgs({
@@ -22,6 +27,8 @@ const { values } = parseArgs({
     steps: { type: "string", default: "4" },
     presets: { type: "string", default: "tiny,mini" },
     batch: { type: "string" },
+    set: { type: "string", multiple: true },
+    profile: { type: "boolean" },
     out: { type: "string", default: "out/bench_train.json" },
   },
 });
@@ -40,7 +47,13 @@ function stepFlops(cfg: ModelConfig, B: number): number {
   return 3 * (cfg.numLayers * perLayer + head);
 }
 
-async function timeSteps(cfg: ModelConfig, B: number): Promise<{ sec: number; waits: number }> {
+type Dispatch = Parameters<Recorder["dispatch"]>;
+
+async function timeSteps(
+  cfg: ModelConfig,
+  B: number,
+  profile = false,
+): Promise<{ sec: number; waits: number; profile?: Record<string, string | number>[] }> {
   const model = await InfiniGemma.create(rt, cfg, { B, T: cfg.seqLength, train: true });
   await model.createOptimizer({ weightDecay: 0.1 });
   model.setParams(initParams(model.table, cfg, 1));
@@ -48,8 +61,16 @@ async function timeSteps(cfg: ModelConfig, B: number): Promise<{ sec: number; wa
   const rows = B * cfg.seqLength;
   const tokens = new Uint32Array(rows).map(() => rng.int(cfg.vocabSize));
   model.setBatch(tokens, tokens);
+  let captured: Dispatch[] | undefined;
   const step = (i: number) => {
     const rec = rt.record();
+    if (captured) {
+      const list = captured, orig = rec.dispatch.bind(rec);
+      rec.dispatch = (...d: Dispatch) => {
+        list.push(d);
+        orig(...d);
+      };
+    }
     model.recordGrads(rec);
     model.recordUpdate(rec, {
       step: i + 1,
@@ -79,17 +100,57 @@ async function timeSteps(cfg: ModelConfig, B: number): Promise<{ sec: number; wa
     waits++;
   }
   const sec = (performance.now() - t0) / 1000 / STEPS;
+  let table: Record<string, string | number>[] | undefined;
+  if (profile) {
+    // One more step with its dispatches captured, then each dispatch timed on its own (values
+    // in the buffers drift as accumulating dispatches repeat; the cost does not).
+    captured = [];
+    await step(STEPS + 1);
+    const per = new Map<string, { n: number; sec: number }>();
+    for (const d of captured) {
+      const p = d[0] as Pipeline;
+      let key = `${p.kernel.replace(/^kernels\//, "")}#${p.entry}`;
+      if (p.kernel.includes("matmul")) {
+        // Params M, N, K first: matmuls are told apart by shape.
+        const u = new Uint32Array((d[1][0] as Params).bytes.buffer, 0, 3);
+        key += ` ${u[0]}x${u[1]}x${u[2]}`;
+      }
+      const t = await timeGpu(rt, (rec) => rec.dispatch(...d), { reps: 2, minSeconds: 0.02 });
+      const e = per.get(key) ?? { n: 0, sec: 0 };
+      per.set(key, { n: e.n + 1, sec: e.sec + t });
+    }
+    const total = [...per.values()].reduce((a, e) => a + e.sec, 0);
+    table = [...per.entries()].sort((a, b) => b[1].sec - a[1].sec).map(([k, e]) => ({
+      entry: k,
+      dispatches: e.n,
+      "ms/step": e.sec * 1000,
+      share: `${(100 * e.sec / total).toFixed(1)}%`,
+    }));
+    table.push({
+      entry: "sum of dispatches alone",
+      dispatches: captured.length,
+      "ms/step": total * 1000,
+      share: "",
+    });
+    captured = undefined;
+  }
   rt.free(model.params);
-  return { sec, waits: waits / STEPS };
+  return { sec, waits: waits / STEPS, profile: table };
 }
 
 const rows: Record<string, string | number>[] = [];
 const results: Record<string, unknown>[] = [];
 for (const preset of values.presets!.split(",")) {
-  const cfg = resolveConfig(preset);
+  const sets = values.set ?? [];
+  const cfg = resolveConfig(preset, sets);
   const B = Number(values.batch ?? (preset === "tiny" ? 16 : 4));
-  const off = resolveConfig(preset, ["infiniLayers=none"]);
-  const infini = await timeSteps(cfg, B);
+  const off = resolveConfig(preset, [...sets, "infiniLayers=none"]);
+  const infini = await timeSteps(cfg, B, values.profile);
+  if (infini.profile) {
+    console.log(`\nwhere one ${preset} step's time goes (each dispatch timed alone):`);
+    printTable(infini.profile);
+    console.log();
+  }
   const plain = await timeSteps(off, B);
   // Best matmul on this adapter, at this model's MLP shape.
   const mm = await Matmul.create(rt);
