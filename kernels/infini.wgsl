@@ -240,14 +240,22 @@ fn rt_M4(o: vec4<u32>) -> vec4<f32> {
   return vec4<f32>(rt_M[o.x], rt_M[o.y], rt_M[o.z], rt_M[o.w]);
 }
 
-@compute @workgroup_size(8, 8, 1)
+// Workgroup of retrieve: CX threads along columns (8 each, CX = min(8, ceil(D / 8))) by RY
+// along 8-row blocks (RY = 64 / CX). The blocks are numbered over all segments, so a
+// workgroup may span segments: every thread finds its own segment (small D, short S waste
+// nothing).
+override CX: u32 = 8u;
+override RY: u32 = 8u;
+
+@compute @workgroup_size(CX, RY, 1)
 fn retrieve(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let D = p.D;
-  let tilesPerSeg = (p.S + 63u) / 64u;
-  let bs = wg.y / tilesPerSeg; // b*nS + s
-  let t0 = (wg.y % tilesPerSeg) * 64u + lid.y * 8u;
-  let j0 = wg.x * 64u + lid.x * 8u;
-  if (t0 >= p.S || j0 >= D) { return; }
+  let bps = (p.S + 7u) / 8u; // 8-row blocks per segment
+  let blk = wg.y * RY + lid.y;
+  let bs = blk / bps; // b*nS + s
+  let t0 = (blk % bps) * 8u;
+  let j0 = (wg.x * CX + lid.x) * 8u;
+  if (bs >= p.B * p.nS || j0 >= D) { return; }
   let h = wg.z;
   let g = h / (p.H / p.Hkv);
   let b = bs / p.nS;

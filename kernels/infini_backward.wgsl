@@ -45,8 +45,14 @@ struct Params {
   s1: u32,
 }
 
-// Threads per row in retrieve_bwd: one per 8 columns of the head dim, ceil(D / 8) (<= 32).
+// Threads per row in retrieve_bwd: one per 8 columns of the head dim, ceil(D / 8) (<= 32), by
+// RB 8-row blocks (RB = floor(64 / DB)).
 override DB: u32 = 8u;
+override RB: u32 = 8u;
+// kv_bwd_linear, kv_bwd_delta: CX threads along columns (min(8, ceil(D / 8))) by RY 8-row
+// blocks (64 / CX), as retrieve in kernels/infini.wgsl.
+override CX: u32 = 8u;
+override RY: u32 = 8u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 
@@ -121,10 +127,11 @@ fn pick(lo: vec4<f32>, hi: vec4<f32>, r: u32) -> f32 {
   return hi[r - 4u];
 }
 
-// ---- retrieve_bwd: one workgroup per (64 rows of one segment, head h); thread (x, y) owns rows
-// 8y..8y+7 and columns 8x..8x+7, as i (for dq) and as j (for dA_dot). Row sums over all D
-// columns (den, u . w, dA . A_dot) go through workgroup memory, added in column order.
-// Grid (nTiles = ceil(S/64)*B*nS, H); workgroup (DB, 8).
+// ---- retrieve_bwd: one workgroup per (RB blocks of 8 rows, head h), the blocks numbered over
+// all segments (a workgroup may span segments; each thread finds its own); thread (x, y) owns
+// the rows of block y and columns 8x..8x+7, as i (for dq) and as j (for dA_dot). Row sums over
+// all D columns (den, u . w, dA . A_dot) go through workgroup memory, added in column order.
+// Grid (nTiles = ceil(B*nS*ceil(S/8) / RB), H); workgroup (DB, RB).
 @group(0) @binding(1) var<storage, read> rb_q: array<f32>; // (rows, H*D)
 @group(0) @binding(2) var<storage, read> rb_adot: array<f32>; // (rows, H*D)
 @group(0) @binding(3) var<storage, read> rb_beta: array<f32>; // (H)
@@ -136,10 +143,10 @@ fn pick(lo: vec4<f32>, hi: vec4<f32>, r: u32) -> f32 {
 @group(0) @binding(9) var<storage, read_write> rb_coef: array<f32>; // (rows, H, 2)
 @group(0) @binding(10) var<storage, read_write> rb_dbpart: array<f32>; // (H, nTiles)
 
-var<workgroup> rb_pden: array<f32, 2048>; // [64 rows][32 column threads]
-var<workgroup> rb_puw: array<f32, 2048>;
-var<workgroup> rb_pad: array<f32, 2048>;
-var<workgroup> rb_pdg: array<f32, 64>;
+var<workgroup> rb_pden: array<f32, 512>; // [8 RB rows][DB column threads], DB * RB <= 64
+var<workgroup> rb_puw: array<f32, 512>;
+var<workgroup> rb_pad: array<f32, 512>;
+var<workgroup> rb_pdg: array<f32, 512>; // [8 RB rows]
 
 fn rb_dA4(o: vec4<u32>) -> vec4<f32> {
   return vec4<f32>(rb_dA[o.x], rb_dA[o.y], rb_dA[o.z], rb_dA[o.w]);
@@ -149,15 +156,18 @@ fn rb_M4(o: vec4<u32>) -> vec4<f32> {
   return vec4<f32>(rb_M[o.x], rb_M[o.y], rb_M[o.z], rb_M[o.w]);
 }
 
-@compute @workgroup_size(DB, 8, 1)
+@compute @workgroup_size(DB, RB, 1)
 fn retrieve_bwd(
   @builtin(workgroup_id) wg: vec3<u32>,
   @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
   let D = p.D;
-  let tilesPerSeg = (p.S + 63u) / 64u;
-  let bs = wg.x / tilesPerSeg; // b*nS + s
-  let t0 = (wg.x % tilesPerSeg) * 64u + lid.y * 8u;
+  let bps = (p.S + 7u) / 8u;
+  let total = p.B * p.nS * bps;
+  // Threads past the last block take part in the barriers with every row invalid (t0 = S).
+  let blk = wg.x * RB + lid.y;
+  let bs = min(blk, total - 1u) / bps; // b*nS + s
+  let t0 = select(p.S, (blk % bps) * 8u, blk < total);
   let i0 = lid.x * 8u;
   let h = wg.y;
   let g = h / (p.H / p.Hkv);
@@ -180,7 +190,7 @@ fn retrieve_bwd(
     }
   }
   // Partial den = u . z, u . w and dA . A_dot over this thread's columns; dA_dot.
-  let e = vec4<u32>(t0, i0, bgs, lid.x + 32u * lid.y * 8u);
+  let e = vec4<u32>(t0, i0, bgs, lid.x + DB * lid.y * 8u);
   let gv = vec3<f32>(gw.x, gw.y, 0.0);
   for (var r = 0u; r < 8u; r++) {
     rb_part(e, gv, r, select(ro1[r % 4u], ro0[r % 4u], r < 4u), blk_lo(acc, r), blk_hi(acc, r));
@@ -195,13 +205,13 @@ fn retrieve_bwd(
   workgroupBarrier();
   if (lid.x == 0u && lid.y == 0u) {
     var sum = 0.0;
-    for (var r = 0u; r < 64u; r++) { sum += rb_pdg[r]; }
+    for (var r = 0u; r < 8u * RB; r++) { sum += rb_pdg[r]; }
     rb_dbpart[h * p.nTiles + wg.x] = sum * gw.z * (1.0 - gw.z);
   }
 }
 
 // Row t0 + r before the barrier: this thread's share of den = u . z, u . w, dA . A_dot (to
-// workgroup memory at slot e.w + 32 r) and dA_dot = ga dA. e = (t0, i0, bgs, slot of row 0);
+// workgroup memory at slot e.w + DB r) and dA_dot = ga dA. e = (t0, i0, bgs, slot of row 0);
 // ro = the row's offset in q; (wlo, whi) = w for columns i0..i0+7; gv = (gm, ga, _).
 fn rb_part(e: vec4<u32>, gv: vec3<f32>, r: u32, ro: u32, wlo: vec4<f32>, whi: vec4<f32>) {
   let D = p.D;
@@ -217,7 +227,7 @@ fn rb_part(e: vec4<u32>, gv: vec3<f32>, r: u32, ro: u32, wlo: vec4<f32>, whi: ve
     pa = fma(d, rb_adot[ro + i], pa);
     if (valid) { rb_dadot[ro + i] = gv.y * d; }
   }
-  let slot = e.w + 32u * r;
+  let slot = e.w + DB * r;
   rb_pden[slot] = pd;
   rb_puw[slot] = pu;
   rb_pad[slot] = pa;
@@ -242,9 +252,9 @@ fn rb_grad(
   var uw = 0.0;
   var ad = 0.0;
   for (var x = 0u; x < DB; x++) {
-    den += rb_pden[row * 32u + x];
-    uw += rb_puw[row * 32u + x];
-    ad += rb_pad[row * 32u + x];
+    den += rb_pden[row * DB + x];
+    uw += rb_puw[row * DB + x];
+    ad += rb_pad[row * DB + x];
   }
   var e = 0.0;
   var cM = 0.0;
@@ -385,17 +395,18 @@ fn kl_G4(o: vec4<u32>) -> vec4<f32> {
   return vec4<f32>(kl_G[o.x], kl_G[o.y], kl_G[o.z], kl_G[o.w]);
 }
 
-@compute @workgroup_size(8, 8, 1)
+@compute @workgroup_size(CX, RY, 1)
 fn kv_bwd_linear(
   @builtin(workgroup_id) wg: vec3<u32>,
   @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
   let D = p.D;
-  let tilesPerSeg = (p.S + 63u) / 64u;
-  let bs = wg.y / tilesPerSeg;
-  let t0 = (wg.y % tilesPerSeg) * 64u + lid.y * 8u;
-  let c0 = wg.x * 64u + lid.x * 8u;
-  if (t0 >= p.S || c0 >= D) { return; }
+  let bps = (p.S + 7u) / 8u;
+  let blk = wg.y * RY + lid.y;
+  let bs = blk / bps;
+  let t0 = (blk % bps) * 8u;
+  let c0 = (wg.x * CX + lid.x) * 8u;
+  if (bs >= p.B * p.nS || c0 >= D) { return; }
   let g = wg.z;
   let b = bs / p.nS;
   let s = bs % p.nS;
@@ -681,17 +692,18 @@ fn kd_M4(o: vec4<u32>) -> vec4<f32> {
   return vec4<f32>(kd_M[o.x], kd_M[o.y], kd_M[o.z], kd_M[o.w]);
 }
 
-@compute @workgroup_size(8, 8, 1)
+@compute @workgroup_size(CX, RY, 1)
 fn kv_bwd_delta(
   @builtin(workgroup_id) wg: vec3<u32>,
   @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
   let D = p.D;
-  let tilesPerSeg = (p.S + 63u) / 64u;
-  let bs = wg.y / tilesPerSeg;
-  let t0 = (wg.y % tilesPerSeg) * 64u + lid.y * 8u;
-  let c0 = wg.x * 64u + lid.x * 8u;
-  if (t0 >= p.S || c0 >= D) { return; }
+  let bps = (p.S + 7u) / 8u;
+  let blk = wg.y * RY + lid.y;
+  let bs = blk / bps;
+  let t0 = (blk % bps) * 8u;
+  let c0 = (wg.x * CX + lid.x) * 8u;
+  if (bs >= p.B * p.nS || c0 >= D) { return; }
   let g = wg.z;
   let b = bs / p.nS;
   let s = bs % p.nS;

@@ -277,7 +277,12 @@ function assertExact(what: string, got: ArrayLike<number>, want: ArrayLike<numbe
 const SHAPES: InfiniShape[] = [
   { B: 2, nS: 4, S: 5, H: 4, Hkv: 2, D: 6 },
   { B: 2, nS: 4, S: 7, H: 8, Hkv: 1, D: 8 },
-  { B: 1, nS: 2, S: 67, H: 2, Hkv: 1, D: 64 }, // two row tiles per segment
+  { B: 1, nS: 2, S: 67, H: 2, Hkv: 1, D: 64 }, // 9 row blocks per segment, 8 per workgroup
+  // Row kernels' workgroups span segments and end part-way: D 8 puts 64 blocks in one
+  // (81 blocks here); D 24 makes 3 x 21 threads (20 blocks); D 72 two column groups and 9 x 7.
+  { B: 3, nS: 9, S: 20, H: 4, Hkv: 2, D: 8 },
+  { B: 2, nS: 5, S: 13, H: 2, Hkv: 2, D: 24 },
+  { B: 1, nS: 3, S: 9, H: 2, Hkv: 1, D: 72 },
 ];
 
 for (const rule of ["linear", "delta"] as UpdateRule[]) {

@@ -150,7 +150,27 @@ export interface InfiniSizes {
 }
 
 const MAX_D = 256;
-const ROW_TILE = 64; // rows per workgroup in retrieve, retrieve_bwd, kv_bwd_*
+/**
+ * Row kernels (retrieve, retrieve_bwd, kv_bwd_*) give each thread 8 rows and 8 columns; their
+ * 8-row blocks are numbered over all segments, so a workgroup of 64 threads may span segments
+ * and short segments or small head dims leave no thread idle. Threads along columns: CX =
+ * min(8, ceil(D / 8)) (retrieve_bwd: DB = ceil(D / 8), its row sums go through workgroup
+ * memory); blocks per workgroup: RY = 64 / CX (RB = floor(64 / DB)).
+ */
+function rowTiling(D: number): { CX: number; RY: number; DB: number; RB: number } {
+  const CX = Math.min(8, Math.ceil(D / 8)), DB = Math.ceil(D / 8);
+  return { CX, RY: Math.floor(64 / CX), DB, RB: Math.floor(64 / DB) };
+}
+
+/** 8-row blocks over all segments of a call. */
+function rowBlocks(sh: InfiniShape): number {
+  return sh.B * sh.nS * Math.ceil(sh.S / 8);
+}
+
+/** Workgroups of retrieve_bwd along x: one dbeta partial each. */
+function rbTiles(sh: InfiniShape): number {
+  return Math.ceil(rowBlocks(sh) / rowTiling(sh.D).RB);
+}
 const UPDATE_TILE = 64; // update and state_grads tile of (D, D)
 const ALIGN = 64; // elements: 256-byte offsets for scratch views
 /**
@@ -188,7 +208,7 @@ interface WorkLayout {
 
 function workLayout(sh: InfiniShape, rule: UpdateRule): WorkLayout {
   const rows = sh.B * sh.nS * sh.S;
-  const nTiles = Math.ceil(sh.S / ROW_TILE) * sh.B * sh.nS;
+  const nTiles = rbTiles(sh);
   const bgs = sh.B * sh.Hkv * sh.nS;
   const parts: [keyof Omit<WorkLayout, "total">, number][] = [
     ["coef", rows * sh.H * 2],
@@ -257,18 +277,23 @@ export class InfiniMemory {
           ["kv_bwd_delta", [u, r, r, r, r, r, r, r, r, w]],
         ] as [string, BindingKind[]][]),
     ];
-    // D is a uniform (one compiled pipeline serves every head dim) except for retrieve_bwd's
-    // workgroup width, ceil(D / 8).
+    // D is a uniform (one compiled pipeline serves every head dim) except for the row
+    // kernels' workgroup shapes (rowTiling).
+    const rt8 = rowTiling(D);
+    const rowC = { CX: rt8.CX, RY: rt8.RY };
+    const constants = (e: string): Record<string, number> =>
+      e === "retrieve_bwd"
+        ? { DB: rt8.DB, RB: rt8.RB }
+        : ["retrieve", "kv_bwd_linear", "kv_bwd_delta"].includes(e)
+        ? rowC
+        : {};
     const entries = await Promise.all([
-      ...fwd.map(async ([e, kinds]) => [e, await rt.pipeline(infiniKernel, e, kinds)]),
+      ...fwd.map(async (
+        [e, kinds],
+      ) => [e, await rt.pipeline(infiniKernel, e, kinds, constants(e))]),
       ...bwd.map(async ([e, kinds]) => [
         e,
-        await rt.pipeline(
-          infiniBackwardKernel,
-          e,
-          kinds,
-          e === "retrieve_bwd" ? { DB: Math.ceil(D / 8) } : {},
-        ),
+        await rt.pipeline(infiniBackwardKernel, e, kinds, constants(e)),
       ]),
     ]);
     const cap = opts.segmentsPerDispatch ?? Infinity;
@@ -292,6 +317,12 @@ export class InfiniMemory {
     };
   }
 
+  /** Grid of retrieve and kv_bwd_*: column groups, blocks of RY 8-row blocks, heads. */
+  #rowGrid(sh: InfiniShape, heads: number): [number, number, number] {
+    const { CX, RY } = rowTiling(sh.D);
+    return [Math.ceil(sh.D / (8 * CX)), Math.ceil(rowBlocks(sh) / RY), heads];
+  }
+
   #params(sh: InfiniShape, mode: GateMode, extra: Partial<Record<ParamFlag, number>> = {}) {
     return new Params(15).u32(sh.B).u32(sh.nS).u32(sh.S).u32(sh.H).u32(sh.Hkv).u32(mode)
       .u32(extra.reverse ?? 0).u32(extra.hasBase ?? 0).u32(extra.accDq ?? 0)
@@ -312,7 +343,7 @@ export class InfiniMemory {
     }
     // The longest loops of one invocation: state_grads (and update), the delta rule's
     // sequential kernels per segment, retrieve_bwd, and the dbeta sum over row tiles.
-    const nTiles = Math.ceil(S / ROW_TILE) * B * nS;
+    const nTiles = rbTiles(sh);
     const loops = Math.max(
       S * (H / Hkv) + 80,
       deltaCostPerSegment(sh),
@@ -359,7 +390,7 @@ export class InfiniMemory {
       Mout: [a.Mout, z.state],
       zout: [a.zout, z.stateZ],
     });
-    const { B, nS, S, H, Hkv, D } = sh;
+    const { B, nS, H, Hkv, D } = sh;
     const P = this.pipes;
     if (this.rule === "linear") {
       const t = Math.ceil(D / UPDATE_TILE);
@@ -401,7 +432,7 @@ export class InfiniMemory {
       a.Mprev,
       a.zprev,
       a.A,
-    ], [Math.ceil(D / ROW_TILE), Math.ceil(S / ROW_TILE) * B * nS, H]);
+    ], this.#rowGrid(sh, H));
   }
 
   /** Records the backward: dA_dot, dq, dk, dv, dbeta (+=), dM_in and dz_in. */
@@ -431,13 +462,13 @@ export class InfiniMemory {
     if (!!a.dMout !== !!a.dzout) {
       throw new RangeError("Infini memory: give both dMout and dzout, or neither");
     }
-    const { B, nS, S, H, Hkv, D } = sh;
+    const { B, nS, H, Hkv, D } = sh;
     const P = this.pipes;
     const view = (name: keyof Omit<WorkLayout, "total">) =>
       a.work.view(L[name][0], Math.max(1, L[name][1]), `infini-work.${name}`);
     const coef = view("coef"), dbpart = view("dbpart"), Gslot = view("Gslot");
     const gzslot = view("gzslot");
-    const nTiles = Math.ceil(S / ROW_TILE) * B * nS;
+    const nTiles = rbTiles(sh);
     const hasBase = a.dMout ? 1 : 0;
     const flags = {
       nTiles,
@@ -468,11 +499,7 @@ export class InfiniMemory {
     ]);
     // With no dMout the base bindings are never read; any read-only tensor fills the slot.
     const dMout = a.dMout ?? a.Mprev, dzout = a.dzout ?? a.zprev;
-    const rowGrid: [number, number, number] = [
-      Math.ceil(D / ROW_TILE),
-      Math.ceil(S / ROW_TILE) * B * nS,
-      Hkv,
-    ];
+    const rowGrid = this.#rowGrid(sh, Hkv);
     if (this.rule === "linear") {
       rec.dispatch(P.scan, [
         this.#params(sh, a.mode, { reverse: 1, hasBase }),
