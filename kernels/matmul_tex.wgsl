@@ -5,10 +5,14 @@
 // A and B are copied into rgba32float textures (one texel = 4 consecutive values of a row)
 // before the dispatch. On lavapipe a texture fetch of divergent addresses is vectorised, where a storage
 // load is issued lane by lane: the same 8x8-per-thread register blocking runs about 5x faster
-// (measured 14.8 vs 2.0 GFLOPS at 2048x1024x256). Used on the CPU profile when the texture rows
-// are multiples of 64 floats (WebGPU's 256-byte bytesPerRow rule).
+// (measured 14.8 vs 2.0 GFLOPS at 2048x1024x256; 3.6-9.5x the vec4 kernel at 4096x64x64). Used on
+// the CPU profile; rows of a multiple of 64 floats (WebGPU's 256-byte bytesPerRow rule) keep
+// their shape, other multiples of 4 are PACKED.
 // Each thread owns 8 rows x 8 columns (16 vec4 accumulators); a workgroup of 16x4 threads
 // covers 32 rows x 128 columns. Rows/columns past the edge are clamped on load, dropped on store.
+// PACKED (an override): an operand whose rows are not a multiple of 64 floats (any multiple of
+// 4) is copied as one run of texels into a texture 2^sh texels wide, and texel (x, y) of the
+// logical [cols/4 x rows] layout above is found at linear index y * (cols/4) + x.
 
 struct Params {
   M: u32,
@@ -19,11 +23,33 @@ struct Params {
   strideC: u32,
   alpha: f32,
   beta: f32,
+  aw: u32, // PACKED: texels per logical row of A
+  bw: u32, // PACKED: texels per logical row of B
+  sh: u32, // PACKED: log2 of the textures' width in texels
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var ta: texture_2d<f32>;
 @group(0) @binding(2) var tb: texture_2d<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
+
+override PACKED: bool = false;
+
+// Texel (x, y) of A's and B's logical layouts.
+fn lda(x: i32, y: i32) -> vec4<f32> {
+  if (PACKED) {
+    let i = u32(y) * p.aw + u32(x);
+    return textureLoad(ta, vec2<i32>(i32(i & ((1u << p.sh) - 1u)), i32(i >> p.sh)), 0);
+  }
+  return textureLoad(ta, vec2<i32>(x, y), 0);
+}
+
+fn ldb(x: i32, y: i32) -> vec4<f32> {
+  if (PACKED) {
+    let i = u32(y) * p.bw + u32(x);
+    return textureLoad(tb, vec2<i32>(i32(i & ((1u << p.sh) - 1u)), i32(i >> p.sh)), 0);
+  }
+  return textureLoad(tb, vec2<i32>(x, y), 0);
+}
 
 fn store1(i: u32, v: f32) {
   if (p.beta == 0.0) {
@@ -80,22 +106,22 @@ fn nt(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: v
   var c7_0 = vec4<f32>(0.0);
   var c7_1 = vec4<f32>(0.0);
   for (var kq = 0; kq < i32(p.K / 4u); kq++) {
-    let a0 = textureLoad(ta, vec2<i32>(kq, ra0), 0);
-    let a1 = textureLoad(ta, vec2<i32>(kq, ra1), 0);
-    let a2 = textureLoad(ta, vec2<i32>(kq, ra2), 0);
-    let a3 = textureLoad(ta, vec2<i32>(kq, ra3), 0);
-    let a4 = textureLoad(ta, vec2<i32>(kq, ra4), 0);
-    let a5 = textureLoad(ta, vec2<i32>(kq, ra5), 0);
-    let a6 = textureLoad(ta, vec2<i32>(kq, ra6), 0);
-    let a7 = textureLoad(ta, vec2<i32>(kq, ra7), 0);
-    let bn0 = textureLoad(tb, vec2<i32>(kq, rb0), 0);
-    let bn1 = textureLoad(tb, vec2<i32>(kq, rb1), 0);
-    let bn2 = textureLoad(tb, vec2<i32>(kq, rb2), 0);
-    let bn3 = textureLoad(tb, vec2<i32>(kq, rb3), 0);
-    let bn4 = textureLoad(tb, vec2<i32>(kq, rb4), 0);
-    let bn5 = textureLoad(tb, vec2<i32>(kq, rb5), 0);
-    let bn6 = textureLoad(tb, vec2<i32>(kq, rb6), 0);
-    let bn7 = textureLoad(tb, vec2<i32>(kq, rb7), 0);
+    let a0 = lda(kq, ra0);
+    let a1 = lda(kq, ra1);
+    let a2 = lda(kq, ra2);
+    let a3 = lda(kq, ra3);
+    let a4 = lda(kq, ra4);
+    let a5 = lda(kq, ra5);
+    let a6 = lda(kq, ra6);
+    let a7 = lda(kq, ra7);
+    let bn0 = ldb(kq, rb0);
+    let bn1 = ldb(kq, rb1);
+    let bn2 = ldb(kq, rb2);
+    let bn3 = ldb(kq, rb3);
+    let bn4 = ldb(kq, rb4);
+    let bn5 = ldb(kq, rb5);
+    let bn6 = ldb(kq, rb6);
+    let bn7 = ldb(kq, rb7);
     let b0_0 = vec4<f32>(bn0[0], bn1[0], bn2[0], bn3[0]);
     let b0_1 = vec4<f32>(bn4[0], bn5[0], bn6[0], bn7[0]);
     c0_0 = fma(vec4<f32>(a0[0]), b0_0, c0_0);
@@ -211,16 +237,16 @@ fn nn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: v
   let ra6 = i32(min(row0 + 6u, p.M - 1u));
   let ra7 = i32(min(row0 + 7u, p.M - 1u));
   for (var kq = 0; kq < i32(p.K / 4u); kq++) {
-    let a0 = textureLoad(ta, vec2<i32>(kq, ra0), 0);
-    let a1 = textureLoad(ta, vec2<i32>(kq, ra1), 0);
-    let a2 = textureLoad(ta, vec2<i32>(kq, ra2), 0);
-    let a3 = textureLoad(ta, vec2<i32>(kq, ra3), 0);
-    let a4 = textureLoad(ta, vec2<i32>(kq, ra4), 0);
-    let a5 = textureLoad(ta, vec2<i32>(kq, ra5), 0);
-    let a6 = textureLoad(ta, vec2<i32>(kq, ra6), 0);
-    let a7 = textureLoad(ta, vec2<i32>(kq, ra7), 0);
-    let b0_0 = textureLoad(tb, vec2<i32>(nb0, kq * 4 + 0), 0);
-    let b0_1 = textureLoad(tb, vec2<i32>(nb1, kq * 4 + 0), 0);
+    let a0 = lda(kq, ra0);
+    let a1 = lda(kq, ra1);
+    let a2 = lda(kq, ra2);
+    let a3 = lda(kq, ra3);
+    let a4 = lda(kq, ra4);
+    let a5 = lda(kq, ra5);
+    let a6 = lda(kq, ra6);
+    let a7 = lda(kq, ra7);
+    let b0_0 = ldb(nb0, kq * 4 + 0);
+    let b0_1 = ldb(nb1, kq * 4 + 0);
     c0_0 = fma(vec4<f32>(a0[0]), b0_0, c0_0);
     c0_1 = fma(vec4<f32>(a0[0]), b0_1, c0_1);
     c1_0 = fma(vec4<f32>(a1[0]), b0_0, c1_0);
@@ -237,8 +263,8 @@ fn nn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: v
     c6_1 = fma(vec4<f32>(a6[0]), b0_1, c6_1);
     c7_0 = fma(vec4<f32>(a7[0]), b0_0, c7_0);
     c7_1 = fma(vec4<f32>(a7[0]), b0_1, c7_1);
-    let b1_0 = textureLoad(tb, vec2<i32>(nb0, kq * 4 + 1), 0);
-    let b1_1 = textureLoad(tb, vec2<i32>(nb1, kq * 4 + 1), 0);
+    let b1_0 = ldb(nb0, kq * 4 + 1);
+    let b1_1 = ldb(nb1, kq * 4 + 1);
     c0_0 = fma(vec4<f32>(a0[1]), b1_0, c0_0);
     c0_1 = fma(vec4<f32>(a0[1]), b1_1, c0_1);
     c1_0 = fma(vec4<f32>(a1[1]), b1_0, c1_0);
@@ -255,8 +281,8 @@ fn nn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: v
     c6_1 = fma(vec4<f32>(a6[1]), b1_1, c6_1);
     c7_0 = fma(vec4<f32>(a7[1]), b1_0, c7_0);
     c7_1 = fma(vec4<f32>(a7[1]), b1_1, c7_1);
-    let b2_0 = textureLoad(tb, vec2<i32>(nb0, kq * 4 + 2), 0);
-    let b2_1 = textureLoad(tb, vec2<i32>(nb1, kq * 4 + 2), 0);
+    let b2_0 = ldb(nb0, kq * 4 + 2);
+    let b2_1 = ldb(nb1, kq * 4 + 2);
     c0_0 = fma(vec4<f32>(a0[2]), b2_0, c0_0);
     c0_1 = fma(vec4<f32>(a0[2]), b2_1, c0_1);
     c1_0 = fma(vec4<f32>(a1[2]), b2_0, c1_0);
@@ -273,8 +299,8 @@ fn nn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: v
     c6_1 = fma(vec4<f32>(a6[2]), b2_1, c6_1);
     c7_0 = fma(vec4<f32>(a7[2]), b2_0, c7_0);
     c7_1 = fma(vec4<f32>(a7[2]), b2_1, c7_1);
-    let b3_0 = textureLoad(tb, vec2<i32>(nb0, kq * 4 + 3), 0);
-    let b3_1 = textureLoad(tb, vec2<i32>(nb1, kq * 4 + 3), 0);
+    let b3_0 = ldb(nb0, kq * 4 + 3);
+    let b3_1 = ldb(nb1, kq * 4 + 3);
     c0_0 = fma(vec4<f32>(a0[3]), b3_0, c0_0);
     c0_1 = fma(vec4<f32>(a0[3]), b3_1, c0_1);
     c1_0 = fma(vec4<f32>(a1[3]), b3_0, c1_0);
@@ -328,10 +354,10 @@ fn tn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: v
   let ma0 = i32(min(row0, p.M - 4u) / 4u);
   let ma1 = i32(min(row0 + 4u, p.M - 4u) / 4u);
   for (var k = 0; k < i32(p.K); k++) {
-    let a0 = textureLoad(ta, vec2<i32>(ma0, k), 0);
-    let a1 = textureLoad(ta, vec2<i32>(ma1, k), 0);
-    let b0 = textureLoad(tb, vec2<i32>(nb0, k), 0);
-    let b1 = textureLoad(tb, vec2<i32>(nb1, k), 0);
+    let a0 = lda(ma0, k);
+    let a1 = lda(ma1, k);
+    let b0 = ldb(nb0, k);
+    let b1 = ldb(nb1, k);
     c0_0 = fma(vec4<f32>(a0[0]), b0, c0_0);
     c0_1 = fma(vec4<f32>(a0[0]), b1, c0_1);
     c1_0 = fma(vec4<f32>(a0[1]), b0, c1_0);

@@ -18,8 +18,9 @@ Deno.test("ref linear backward matches finite differences", () => {
 // f32 accumulation of K products of O(1) values: error grows like sqrt(K) * 2^-24 * |terms|;
 // with K <= 300 and |x|,|w| <= 1 an absolute 1e-4 plus relative 1e-4 bounds it with margin.
 const TOL = { atol: 1e-4, rtol: 1e-4 };
-// Odd shapes take the scalar path; multiples of 4 the vec4 path; rows of a multiple of 64
-// floats the texture path of the `reg` tuning (each layout has its own condition).
+// Odd shapes take the scalar path; rows of a multiple of 64 floats the texture path of the
+// `reg` tuning, other multiples of 4 its packed-texture path (each layout has its own
+// condition; a packed texture's last row is partial unless its texels fill whole 1 KiB rows).
 const SHAPES: [number, number, number][] = [
   [1, 1, 1],
   [7, 13, 5],
@@ -58,12 +59,15 @@ for (const variant of ["reg", "tiled"] as MatmulVariant[]) {
         rt.submit(rec);
         const ref = linearBackward(dy, x, w, M, N, K);
         const path = mm.path(M, N, K);
-        // Which path each layout takes; texture operands need rows of a multiple of 64 floats.
+        // Which path each layout takes: textures with the operands' rows need rows of a
+        // multiple of 64 floats, packed textures a multiple of 4; then vec4, then scalar.
         const vec = M % 4 || N % 4 || K % 4 ? "reg" : "reg4";
-        equal(path, variant === "tiled" ? "tiled" : K % 64 === 0 ? "tex" : vec);
+        const tex = (...cols: number[]) =>
+          cols.every((c) => c % 64 === 0) ? "tex" : cols.every((c) => c % 4 === 0) ? "texp" : vec;
+        equal(path, variant === "tiled" ? "tiled" : tex(K));
         if (variant === "reg") {
-          equal(mm.path(M, N, K, [], "nn"), K % 64 === 0 && N % 64 === 0 ? "tex" : vec);
-          equal(mm.path(M, N, K, [], "tn"), M % 64 === 0 && N % 64 === 0 ? "tex" : vec);
+          equal(mm.path(M, N, K, [], "nn"), tex(K, N));
+          equal(mm.path(M, N, K, [], "tn"), tex(M, N));
         }
         const what = `${variant}/${path} ${M}x${N}x${K}`;
         assertClose(await y, linearForward(x, w, M, N, K), { ...TOL, what: `${what} y` });
@@ -115,6 +119,33 @@ for (const variant of ["reg", "tiled"] as MatmulVariant[]) {
 
 // lavapipe stops a shader after 65535 loop iterations; a weight gradient over more rows than
 // that must still be exact, so Matmul splits the reduction.
+gpuTest(
+  "matmul reg: packed textures widen when 64 texels per row exceed the height",
+  async (rt) => {
+    // x (M, K) holds more than 64 x maxTextureDimension2D texels, so its packed texture needs
+    // rows of 128 texels or more; K 1028 is not a multiple of 64 (the unpacked layout is out).
+    const mm = await Matmul.create(rt, "reg");
+    const K = 1028, N = 8;
+    const M = Math.ceil((64 * rt.limits.maxTextureDimension2D * 4) / K) + 3;
+    equal(mm.path(M, N, K), "texp");
+    const rng = new Rng(13);
+    const x = randf32(rng, M * K), w = randf32(rng, N * K);
+    const tx = rt.tensor("x", M * K, x), tw = rt.tensor("w", N * K, w), ty = rt.tensor("y", M * N);
+    const rec = rt.record();
+    mm.forward(rec, ty, tx, tw, M, N, K);
+    const y = rec.read(ty);
+    rt.submit(rec);
+    // Sums of 1028 products of values in [-1, 1): f32 error ~ sqrt(K) * 2^-24 * K / 3 ~ 1e-3 at
+    // worst; a misplaced texel gives errors of order 1.
+    assertClose(await y, linearForward(x, w, M, N, K), {
+      atol: 2e-3,
+      rtol: 1e-4,
+      what: `${M}x${N}x${K}`,
+    });
+    for (const t of [tx, tw, ty]) rt.free(t);
+  },
+);
+
 gpuTest(
   "matmul reg: dW over 70000 rows (split reduction) matches the f64 reference",
   async (rt) => {

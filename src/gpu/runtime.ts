@@ -569,6 +569,32 @@ export class Recorder {
     );
   }
 
+  /**
+   * Copies the first `texels` texels (4 floats each) of `src` into `dst` as one run, `width`
+   * texels per row (a multiple of 16: 256-byte rows); the last row may be partial.
+   */
+  copyTexels(src: Tensor, dst: GPUTexture, width: number, texels: number): void {
+    if (src.length < texels * 4) {
+      throw new RangeError(`${src.label}: too short for ${texels} texels`);
+    }
+    this.#endPass();
+    const full = Math.floor(texels / width), rest = texels - full * width;
+    if (full > 0) {
+      this.encoder.copyBufferToTexture(
+        { buffer: src.buffer, offset: src.offset, bytesPerRow: width * 16, rowsPerImage: full },
+        { texture: dst },
+        [width, full],
+      );
+    }
+    if (rest > 0) {
+      this.encoder.copyBufferToTexture(
+        { buffer: src.buffer, offset: src.offset + full * width * 16, bytesPerRow: width * 16 },
+        { texture: dst, origin: [0, full] },
+        [rest, 1],
+      );
+    }
+  }
+
   /** Copies `src` into `dst` (same length). */
   copy(src: Tensor, dst: Tensor): void {
     if (src.length !== dst.length) {

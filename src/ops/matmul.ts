@@ -22,8 +22,12 @@ export const matmulTexKernel: Kernel = { name: "kernels/matmul_tex.wgsl", source
 export type Layout = "nt" | "nn" | "tn";
 export type MatmulVariant = "reg" | "tiled";
 
-/** Which compiled path a call takes (for tests and benchmarks). */
-export type MatmulPath = "reg" | "reg4" | "tex" | "tiled";
+/**
+ * Which compiled path a call takes (for tests and benchmarks): `tex` reads textures whose rows
+ * are the operands' rows, `texp` textures packed as one run of texels (rows of any multiple
+ * of 4 floats).
+ */
+export type MatmulPath = "reg" | "reg4" | "tex" | "texp" | "tiled";
 
 const TRANS: Record<Layout, [boolean, boolean]> = {
   nt: [false, true],
@@ -63,7 +67,12 @@ export class Matmul {
     readonly maxK: number,
     /** `reg` only: the texture-operand forward (nt) and the device it makes textures on. */
     private readonly tex:
-      | { pipes: Record<Layout, Pipeline>; device: GPUDevice; maxDim: number }
+      | {
+        pipes: Record<Layout, Pipeline>;
+        packed: Record<Layout, Pipeline>;
+        device: GPUDevice;
+        maxDim: number;
+      }
       | null = null,
   ) {}
 
@@ -110,18 +119,23 @@ export class Matmul {
     }
     // reg runs K (scalar) or K/4 (vec4) iterations; tiled about 24 per k (its inner loops count).
     const maxK = rt.profile !== "cpu" ? Infinity : v === "reg" ? 32768 : 2048;
+    const texPipes = async (packed: number) =>
+      Object.fromEntries(
+        await Promise.all(
+          (Object.keys(TRANS) as Layout[]).map(async (l) =>
+            [
+              l,
+              await rt.pipeline(matmulTexKernel, l, ["uniform", "texture", "texture", "rw"], {
+                PACKED: packed,
+              }),
+            ] as const
+          ),
+        ),
+      ) as Record<Layout, Pipeline>;
     const tex = v === "reg"
       ? {
-        pipes: Object.fromEntries(
-          await Promise.all(
-            (Object.keys(TRANS) as Layout[]).map(async (l) =>
-              [
-                l,
-                await rt.pipeline(matmulTexKernel, l, ["uniform", "texture", "texture", "rw"]),
-              ] as const
-            ),
-          ),
-        ) as Record<Layout, Pipeline>,
+        pipes: await texPipes(0),
+        packed: await texPipes(1),
         device: rt.device,
         maxDim: rt.limits.maxTextureDimension2D,
       }
@@ -147,9 +161,24 @@ export class Matmul {
     if (this.variant === "tiled") return "tiled";
     const d = this.tex?.maxDim ?? 0;
     const fits = ([w, h, cols]: number[]) => cols % 64 === 0 && w <= d && h <= d;
-    if (batch === 1 && texShapes(layout, M, N, K).every(fits)) return "tex";
+    const shapes = texShapes(layout, M, N, K);
+    if (batch === 1 && shapes.every(fits)) return "tex";
+    if (batch === 1 && this.#packWidth(shapes) > 0) return "texp";
     const aligned = [M, N, K, ...strides].every((v) => v % 4 === 0);
     return aligned && this.pipes4 ? "reg4" : "reg";
+  }
+
+  /**
+   * Width in texels (a power of two, at least 64: 1 KiB rows) of packed textures that hold both
+   * operands within the adapter's texture size; 0 when they cannot (rows not a multiple of 4
+   * floats, or too large).
+   */
+  #packWidth(shapes: [number, number, number][]): number {
+    const d = this.tex?.maxDim ?? 0;
+    if (!shapes.every(([, , cols]) => cols % 4 === 0)) return 0;
+    const texels = Math.max(...shapes.map(([w, h]) => w * h));
+    const W = Math.max(64, 2 ** Math.ceil(Math.log2(Math.ceil(texels / d))));
+    return W <= d && Math.ceil(texels / W) <= d ? W : 0;
   }
 
   /** Records C = alpha * op(A) op(B) + beta * C in the given layout. */
@@ -169,13 +198,34 @@ export class Matmul {
       const ta = this.#texture("A", wa, ha), tb = this.#texture("B", wb, hb);
       rec.copyToTexture(x.a, ta, wa, ha);
       rec.copyToTexture(x.b, tb, wb, hb);
-      rec.dispatch(this.tex!.pipes[layout], [params, ta.createView(), tb.createView(), x.c], [
+      // The texture kernels' Params add three fields (packed layout only) to the common eight.
+      const pt = new Params(11).u32(M).u32(N).u32(K).u32(sA).u32(sB).u32(sC)
+        .f32(x.alpha ?? 1).f32(x.beta ?? 0);
+      rec.dispatch(this.tex!.pipes[layout], [pt, ta.createView(), tb.createView(), x.c], [
         Math.ceil(N / 128),
         Math.ceil(M / 32),
       ]);
       return;
     }
-    const aligned = path === "reg4" &&
+    if (path === "texp" && [x.a, x.b].every((t) => t.offset % 16 === 0)) {
+      const shapes = texShapes(layout, M, N, K);
+      const W = this.#packWidth(shapes);
+      const [[wa, ha], [wb, hb]] = shapes;
+      const ta = this.#texture("A", W, Math.ceil((wa * ha) / W));
+      const tb = this.#texture("B", W, Math.ceil((wb * hb) / W));
+      rec.copyTexels(x.a, ta, W, wa * ha);
+      rec.copyTexels(x.b, tb, W, wb * hb);
+      const pp = new Params(11).u32(M).u32(N).u32(K).u32(sA).u32(sB).u32(sC)
+        .f32(x.alpha ?? 1).f32(x.beta ?? 0).u32(wa).u32(wb).u32(Math.log2(W));
+      rec.dispatch(this.tex!.packed[layout], [pp, ta.createView(), tb.createView(), x.c], [
+        Math.ceil(N / 128),
+        Math.ceil(M / 32),
+      ]);
+      return;
+    }
+    // A texture path whose operand views are not 16-byte aligned falls back to vec4 or scalar.
+    const aligned = (path === "reg4" || path.startsWith("tex")) && this.pipes4 !== null &&
+      [M, N, K, sA, sB, sC].every((v) => v % 4 === 0) &&
       [x.a, x.b, x.c].every((t) => t.offset % 16 === 0);
     const pipe = aligned ? this.pipes4![layout] : this.pipes[layout];
     rec.dispatch(pipe, [params, x.a, x.b, x.c], [
