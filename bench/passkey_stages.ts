@@ -9,9 +9,10 @@
  *   deno task results:passkey [--stages 4:1500,16:600,32:600,64:600] [--rule linear|delta]
  *                             [--trials 200] [--eval 4,16,64,128] [--out results/passkey-linear]
  *                             [--lr 0.003] [--warmup 100] [--answer-weight W] [--init-from RUN]
+ *                             [--first-mixture]
  *
  * A stage "M:N" trains N steps on lengths drawn per batch from the buckets up to M segments
- * (just M for the first stage). Defaults follow ../shared/notes (39k-parameter model, segments of
+ * (just M for the first stage, unless `--first-mixture`). Defaults follow ../shared/notes (39k-parameter model, segments of
  * 32 bytes, batch 32, AdamW 0.9/0.95, lr 3e-3, 100 warm-up steps then cosine, clip 1, answer
  * weight (T-1)/5, i.e. mean NLL + 1.0 x mean answer NLL). `--init-from` starts the first stage
  * from an earlier run's weights.
@@ -43,6 +44,8 @@ const { values } = parseArgs({
     out: { type: "string" },
     task: { type: "string", default: "passkey" },
     "init-from": { type: "string" },
+    // With --init-from: the first stage already lengthens (a mixture up to its M).
+    "first-mixture": { type: "boolean" },
   },
 });
 const taskName = values.task === "recall" ? "recall" : "passkey";
@@ -79,7 +82,8 @@ for (const [i, [maxSeg, steps]] of stages.entries()) {
     `memoryUpdate=${rule}`,
     `seqLength=${maxSeg * S}`,
   ]);
-  const lengths = i === 0 ? [maxSeg] : BUCKETS.filter((b) => b <= maxSeg);
+  const mixture = i > 0 || values["first-mixture"] === true;
+  const lengths = mixture ? BUCKETS.filter((b) => b <= maxSeg) : [maxSeg];
   const dir = `${out}/stage${i + 1}`;
   log(
     `stage ${i + 1}: ${steps} steps on lengths ${lengths.join(",")} segments${
