@@ -8,10 +8,10 @@
 // `forward` and `dq` own a query row t and stream the keys u <= t of its segment (online
 // softmax in `forward`); `dkdv` owns a key row u of KV head g and streams the rows t >= u of
 // every query head of the group, in a fixed order (no atomics). Rows, keys and head dims live
-// in registers: no workgroup memory and no barriers, which on lavapipe (barriers are coroutine
-// switches, workgroup memory is zeroed per workgroup) is what small heads and short segments
-// need. Loop iterations per invocation: about S * (H / Hkv) in `dkdv` (the D4 loops are
-// unrolled), kept under lavapipe's 65535 by the host.
+// in registers: no workgroup memory and no barriers. Measured on lavapipe it beats the blocked
+// kernel only for short segments (see ROWS_MAX_WORK in src/ops/attention.ts). Loop iterations
+// per invocation: at most S * (H / Hkv) * (1 + 3 D / 4), far under lavapipe's 65535 within
+// the host's limit S * (H / Hkv) <= 64.
 
 struct Params {
   S: u32, // segment length
