@@ -1,4 +1,5 @@
 /** Shared helpers for bench tasks: timing GPU work by whole submits, tables and JSON output. */
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import type { Recorder, Runtime } from "../src/gpu/runtime.ts";
 
 /**
@@ -68,4 +69,23 @@ export async function writeJson(path: string, data: unknown): Promise<void> {
   if (dir) await Deno.mkdir(dir, { recursive: true });
   await Deno.writeTextFile(path, JSON.stringify(data, null, 2) + "\n");
   console.log(`\nJSON written to ${path}`);
+}
+
+/**
+ * Parses a bench script's flags. `--help` prints the script's leading doc comment (its usage)
+ * and exits; an unknown or malformed flag is one line on stderr and exit code 2.
+ */
+export function benchArgs<O extends ParseArgsOptionsConfig>(moduleUrl: string, options: O) {
+  if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
+    const src = Deno.readTextFileSync(new URL(moduleUrl));
+    const doc = src.match(/\/\*\*([\s\S]*?)\*\//)?.[1] ?? "";
+    console.log(doc.split("\n").map((l) => l.replace(/^\s*\* ?/, "")).join("\n").trim());
+    Deno.exit(0);
+  }
+  try {
+    return parseArgs({ args: Deno.args, options, strict: true, allowPositionals: false }).values;
+  } catch (e) {
+    console.error(`error: ${(e as Error).message.split("\n")[0]} (see --help)`);
+    Deno.exit(2);
+  }
 }

@@ -8,22 +8,18 @@
  *   deno task bench:eval [--presets tiny] [--lengths 8192,65536,1048576] [--chunk 16]
  *                        [--out out/bench_eval.json]
  */
-import { parseArgs } from "node:util";
 import { cellSamples } from "../src/eval/passkey.ts";
 import { Streamer } from "../src/eval/stream.ts";
 import { Runtime } from "../src/gpu/runtime.ts";
 import { resolveConfig } from "../src/model/config.ts";
 import { initParams, paramTable } from "../src/model/params.ts";
-import { printTable, writeJson } from "./_util.ts";
+import { benchArgs, printTable, writeJson } from "./_util.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    presets: { type: "string", default: "tiny" },
-    lengths: { type: "string", default: "8192,65536,1048576" },
-    chunk: { type: "string", default: "16" },
-    out: { type: "string", default: "out/bench_eval.json" },
-  },
+const values = benchArgs(import.meta.url, {
+  presets: { type: "string", default: "tiny" },
+  lengths: { type: "string", default: "8192,65536,1048576" },
+  chunk: { type: "string", default: "16" },
+  out: { type: "string", default: "out/bench_eval.json" },
 });
 const lengths = values.lengths.split(",").map(Number);
 const chunk = Number(values.chunk);

@@ -10,22 +10,19 @@
  * in the Wikipedia dump's format (one JSON array of {"completion", "source"} records).
  * Memory is the process's peak resident set (VmHWM, workers included), sampled from /proc.
  */
-import { parseArgs } from "node:util";
+import { benchArgs } from "./_util.ts";
 import { GEN_DEFAULTS, generate, type GenResult } from "../src/data/gen.ts";
 import { compact } from "../src/data/progress.ts";
 import { loadTokenizer, type Tokenizer } from "../src/data/tokenizer.ts";
 import { Rng } from "../src/util/rng.ts";
 
-const { values: args } = parseArgs({
-  args: Deno.args,
-  options: {
-    mb: { type: "string", default: "4" },
-    "memory-mb": { type: "string", default: "16,128,1024" },
-    workers: { type: "string", default: String(navigator.hardwareConcurrency || 2) },
-    tokenizer: { type: "string", default: "qwen" },
-    "memory-tokenizer": { type: "string", default: "bytes" },
-    clean: { type: "boolean", default: false },
-  },
+const args = benchArgs(import.meta.url, {
+  mb: { type: "string", default: "4" },
+  "memory-mb": { type: "string", default: "16,128,1024" },
+  workers: { type: "string", default: String(navigator.hardwareConcurrency || 2) },
+  tokenizer: { type: "string", default: "qwen" },
+  "memory-tokenizer": { type: "string", default: "bytes" },
+  clean: { type: "boolean", default: false },
 });
 const ROOT = `${Deno.env.get("TMPDIR") ?? "/tmp"}/infini-bench-gen`;
 const MAIN = new URL("../main.ts", import.meta.url).pathname;

@@ -6,7 +6,6 @@
  *
  *   deno task bench:kernels [--only matmul|others] [--out out/bench_kernels.json] [--quick]
  */
-import { parseArgs } from "node:util";
 import { Runtime } from "../src/gpu/runtime.ts";
 import { type Layout, Matmul, type MatmulVariant } from "../src/ops/matmul.ts";
 import { Adamw } from "../src/ops/adamw.ts";
@@ -19,17 +18,14 @@ import { Rope } from "../src/ops/rope.ts";
 import { Xent } from "../src/ops/xent.ts";
 import type { Recorder, Tensor } from "../src/gpu/runtime.ts";
 import { Rng } from "../src/util/rng.ts";
-import { printTable, timeGpu, writeJson } from "./_util.ts";
+import { benchArgs, printTable, timeGpu, writeJson } from "./_util.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    only: { type: "string" },
-    out: { type: "string", default: "out/bench_kernels.json" },
-    quick: { type: "boolean" },
-    variant: { type: "string" },
-    shapes: { type: "string", default: "mini,seed-2b" },
-  },
+const values = benchArgs(import.meta.url, {
+  only: { type: "string" },
+  out: { type: "string", default: "out/bench_kernels.json" },
+  quick: { type: "boolean" },
+  variant: { type: "string" },
+  shapes: { type: "string", default: "mini,seed-2b" },
 });
 
 interface ModelShape {

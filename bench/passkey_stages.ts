@@ -7,17 +7,22 @@
  * checkpoint) and the wall-clock time of every stage.
  *
  *   deno task results:passkey [--stages 4:1500,16:600,32:600,64:600] [--rule linear|delta]
- *                             [--trials 200] [--eval 4,16,64,128] [--out results/passkey-linear]
- *                             [--lr 0.003] [--warmup 100] [--answer-weight W] [--init-from RUN]
- *                             [--first-mixture]
+ *                             [--trials 200] [--eval 4,16,64,128] [--control 0]
+ *                             [--out results/passkey-linear] [--lr 0.003] [--warmup 100]
+ *                             [--batch 32] [--seed 1] [--answer-weight W]
+ *                             [--sets hiddenSize=32,intermediateSize=128,headDim=8]
+ *                             [--init-from RUN] [--first-mixture] [--task passkey|recall]
  *
  * A stage "M:N" trains N steps on lengths drawn per batch from the buckets up to M segments
- * (just M for the first stage, unless `--first-mixture`). Defaults follow ../shared/notes (39k-parameter model, segments of
- * 32 bytes, batch 32, AdamW 0.9/0.95, lr 3e-3, 100 warm-up steps then cosine, clip 1, answer
- * weight (T-1)/5, i.e. mean NLL + 1.0 x mean answer NLL). `--init-from` starts the first stage
- * from an earlier run's weights.
+ * (just M for the first stage, unless `--first-mixture`). Defaults follow ../shared/notes
+ * (39k-parameter model, segments of 32 bytes, batch 32, AdamW 0.9/0.95, lr 3e-3, 100 warm-up
+ * steps then cosine, clip 1, answer weight (T-1)/5, i.e. mean NLL + 1.0 x mean answer NLL).
+ * `--sets` overrides config fields of the tiny preset (e.g. initStd=0.1); `--eval` lists the
+ * lengths (in segments) measured after each stage, `--trials` the keys per length;
+ * `--control F` trains on a share F of documents whose key sits in the final segment.
+ * `--init-from` starts the first stage from an earlier run's weights (its stage folder).
  */
-import { parseArgs } from "node:util";
+import { benchArgs } from "./_util.ts";
 import { passkeyHeatMap, passkeyTable } from "../src/cli/eval.ts";
 import { evalPasskey, meanAccuracy, type PasskeyResult } from "../src/eval/passkey.ts";
 import { Streamer, type Variant } from "../src/eval/stream.ts";
@@ -27,26 +32,23 @@ import { writeFileAtomic } from "../src/model/safetensors.ts";
 import { PasskeySource, RecallSource } from "../src/train/data.ts";
 import { fmtDuration, train, TRAIN_DEFAULTS } from "../src/train/trainer.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    stages: { type: "string", default: "4:1500,16:600,32:600,64:600" },
-    rule: { type: "string", default: "linear" },
-    trials: { type: "string", default: "200" },
-    eval: { type: "string", default: "4,16,64,128" },
-    control: { type: "string", default: "0" },
-    "answer-weight": { type: "string" },
-    lr: { type: "string", default: "0.003" },
-    warmup: { type: "string", default: "100" },
-    batch: { type: "string", default: "32" },
-    seed: { type: "string", default: "1" },
-    sets: { type: "string", default: "hiddenSize=32,intermediateSize=128,headDim=8" },
-    out: { type: "string" },
-    task: { type: "string", default: "passkey" },
-    "init-from": { type: "string" },
-    // With --init-from: the first stage already lengthens (a mixture up to its M).
-    "first-mixture": { type: "boolean" },
-  },
+const values = benchArgs(import.meta.url, {
+  stages: { type: "string", default: "4:1500,16:600,32:600,64:600" },
+  rule: { type: "string", default: "linear" },
+  trials: { type: "string", default: "200" },
+  eval: { type: "string", default: "4,16,64,128" },
+  control: { type: "string", default: "0" },
+  "answer-weight": { type: "string" },
+  lr: { type: "string", default: "0.003" },
+  warmup: { type: "string", default: "100" },
+  batch: { type: "string", default: "32" },
+  seed: { type: "string", default: "1" },
+  sets: { type: "string", default: "hiddenSize=32,intermediateSize=128,headDim=8" },
+  out: { type: "string" },
+  task: { type: "string", default: "passkey" },
+  "init-from": { type: "string" },
+  // With --init-from: the first stage already lengthens (a mixture up to its M).
+  "first-mixture": { type: "boolean" },
 });
 const taskName = values.task === "recall" ? "recall" : "passkey";
 const rule = values.rule;

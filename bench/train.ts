@@ -11,7 +11,6 @@
  *   deno task bench:train [--steps 4] [--presets tiny,mini] [--set key=value ...] [--profile]
  *                         [--out out/bench_train.json]
  */
-import { parseArgs } from "node:util";
 import { Runtime } from "../src/gpu/runtime.ts";
 import { type ModelConfig, resolveConfig } from "../src/model/config.ts";
 import { InfiniGemma } from "../src/model/model.ts";
@@ -19,18 +18,15 @@ import { initParams } from "../src/model/params.ts";
 import { Matmul } from "../src/ops/matmul.ts";
 import { Rng } from "../src/util/rng.ts";
 import type { Params, Pipeline, Recorder } from "../src/gpu/runtime.ts";
-import { printTable, timeGpu, writeJson } from "./_util.ts";
+import { benchArgs, printTable, timeGpu, writeJson } from "./_util.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    steps: { type: "string", default: "4" },
-    presets: { type: "string", default: "tiny,mini" },
-    batch: { type: "string" },
-    set: { type: "string", multiple: true },
-    profile: { type: "boolean" },
-    out: { type: "string", default: "out/bench_train.json" },
-  },
+const values = benchArgs(import.meta.url, {
+  steps: { type: "string", default: "4" },
+  presets: { type: "string", default: "tiny,mini" },
+  batch: { type: "string" },
+  set: { type: "string", multiple: true },
+  profile: { type: "boolean" },
+  out: { type: "string", default: "out/bench_train.json" },
 });
 const STEPS = Number(values.steps);
 const rt = await Runtime.create();
