@@ -156,3 +156,35 @@ Deno.test("eval cli: a missing, truncated or mismatched checkpoint is a one-line
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("passkey table: every header is its own column, every row has one value per header", async () => {
+  const { passkeyTable } = await import("../src/cli/eval.ts");
+  const variants = ["memory", "off", "zero-read"] as const;
+  const cells = [4, 1024].flatMap((segments) =>
+    [0, 0.5, 1].flatMap((depth) =>
+      variants.map((variant, i) => ({
+        segments,
+        tokens: segments * 32,
+        depth,
+        variant,
+        correct: i,
+        trials: 67,
+        accuracy: i / 67,
+      }))
+    )
+  );
+  const lines = passkeyTable({ segmentLength: 32, trials: 67, seed: 1, cells, seconds: 1 })
+    .split("\n");
+  // Headers are "d=0 on", "d=0.5 zero-read", ...: two words each after "segments tokens".
+  const heads = lines[1].trim().split(/\s{2,}/);
+  equal(heads.length, 2 + 9);
+  equal(heads[4], "d=0 zero-read");
+  equal(heads[10], "d=1 zero-read");
+  for (const row of lines.slice(2)) {
+    const f = row.trim().split(/\s+/);
+    equal(f.length, 2 + 9);
+    equal(f[4], (2 / 67).toFixed(3));
+    // Right-aligned: each value ends where its header ends.
+    equal(row.length, lines[1].length);
+  }
+});

@@ -347,19 +347,21 @@ export function passkeyTable(r: PasskeyResult): string {
       "control",
       "ctrl",
     );
-  const head = cols.map((c) => short(c).padStart(14)).join("");
+  // Every column at least two spaces wider than its widest header.
+  const w = Math.max(8, ...cols.map((c) => short(c).length + 2));
+  const head = cols.map((c) => short(c).padStart(w)).join("");
   const lines = [
     `exact match (${r.trials} held-out samples per cell, greedy answer)`,
-    `segments  tokens${head}`,
+    `segments    tokens${head}`,
   ];
   for (const n of lengths) {
     const row = cols.map((c) => {
       const cell = r.cells.find((x) =>
         x.segments === n && `${depthLabel(x.depth)}|${x.variant}` === c
       );
-      return (cell ? cell.accuracy.toFixed(2) : "-").padStart(14);
+      return (cell ? cell.accuracy.toFixed(3) : "-").padStart(w);
     }).join("");
-    lines.push(`${String(n).padStart(8)}  ${String(n * r.segmentLength).padStart(6)}${row}`);
+    lines.push(`${String(n).padStart(8)}  ${String(n * r.segmentLength).padStart(8)}${row}`);
   }
   return lines.join("\n");
 }
