@@ -14,7 +14,8 @@
  *                             [--init-from RUN] [--first-mixture] [--task passkey|recall]
  *
  * A stage "M:N" trains N steps on lengths drawn per batch from the buckets up to M segments
- * (just M for the first stage, unless `--first-mixture`). Defaults follow ../shared/notes
+ * (just M for the first stage, unless `--first-mixture`); "M:N:LR" gives it its own peak
+ * learning rate (--lr otherwise). Defaults follow ../shared/notes
  * (39k-parameter model, segments of 32 bytes, batch 32, AdamW 0.9/0.95, lr 3e-3, 100 warm-up
  * steps then cosine, clip 1, answer weight (T-1)/5, i.e. mean NLL + 1.0 x mean answer NLL).
  * `--sets` overrides config fields of the tiny preset (e.g. initStd=0.1); `--eval` lists the
@@ -53,7 +54,15 @@ const values = benchArgs(import.meta.url, {
 const taskName = values.task === "recall" ? "recall" : "passkey";
 const rule = values.rule;
 const out = values.out ?? `results/${taskName}-${rule}`;
-const stages = values.stages.split(",").map((s) => s.split(":").map(Number) as [number, number]);
+// "M:N" or "M:N:LR" (a stage's own peak learning rate; --lr otherwise).
+const stages = values.stages.split(",").map((s) => {
+  const [m, n, lr] = s.split(":").map(Number);
+  if (![m, n].every((v) => Number.isInteger(v) && v > 0) || (lr !== undefined && !(lr > 0))) {
+    console.error(`error: --stages '${s}': expected M:N or M:N:LR (segments, steps, peak lr)`);
+    Deno.exit(2);
+  }
+  return [m, n, lr ?? Number(values.lr)] as const;
+});
 const evalLens = values.eval.split(",").map(Number);
 const trials = Number(values.trials), seed = Number(values.seed);
 const BUCKETS = [3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128];
@@ -70,13 +79,14 @@ const summary: {
   maxSegments: number;
   lengths: number[];
   steps: number;
+  lr: number;
   trainSeconds: number;
   evalSeconds: number;
   result: PasskeyResult;
 }[] = [];
 // A first stage may continue from an earlier run's weights (e.g. more steps at 4 segments).
 let prev: string | undefined = values["init-from"];
-for (const [i, [maxSeg, steps]] of stages.entries()) {
+for (const [i, [maxSeg, steps, stageLr]] of stages.entries()) {
   // recall: the micro model (segments of 16 bytes) with its own defaults.
   const S = taskName === "recall" ? 16 : 32;
   const cfg = resolveConfig(taskName === "recall" ? "micro" : "tiny", [
@@ -114,7 +124,7 @@ for (const [i, [maxSeg, steps]] of stages.entries()) {
       out: dir,
       steps,
       batch: Number(values.batch),
-      lr: Number(values.lr),
+      lr: stageLr,
       warmup: i === 0 ? Number(values.warmup) : 20,
       weightDecay: 0,
       seed: seed + i,
@@ -152,13 +162,16 @@ for (const [i, [maxSeg, steps]] of stages.entries()) {
     maxSegments: maxSeg,
     lengths,
     steps,
+    lr: stageLr,
     trainSeconds,
     evalSeconds,
     result,
   });
   await writeFileAtomic(`${out}/passkey_stage${i + 1}.svg`, [enc.encode(passkeyHeatMap(result))]);
   await writeFileAtomic(`${out}/results.json`, [
-    enc.encode(JSON.stringify({ adapter: rt.describe(), rule, summary }, null, 2) + "\n"),
+    enc.encode(
+      JSON.stringify({ adapter: rt.describe(), rule, args: Deno.args, summary }, null, 2) + "\n",
+    ),
   ]);
   await writeFileAtomic(`${out}/results.md`, [enc.encode(markdown())]);
   log(passkeyTable(result));
@@ -173,16 +186,18 @@ function markdown(): string {
   const lines = [
     `# ${taskName} results (${rule} memory), ${rt.describe()}`,
     "",
+    `Command: \`deno task results:passkey ${Deno.args.join(" ")}\``,
+    "",
     taskName === "recall"
       ? `Exact match of the key digit, greedy, ${trials} held-out sequences per length (chance 0.1).`
       : `Exact match of all 5 digits, greedy, held-out keys (${trials} per length: 3 depths x ${
         Math.ceil(trials / 3)
       }).`,
     "",
-    `| stage | trained lengths | steps | train time | ${
+    `| stage | trained lengths | steps | peak lr | train time | ${
       evalLens.map((n) => `${n} seg on / off / zero-read`).join(" | ")
     } | control (${evalLens[0]} seg) |`,
-    `| --- | --- | --- | --- | ${evalLens.map(() => "---").join(" | ")} | --- |`,
+    `| --- | --- | --- | --- | --- | ${evalLens.map(() => "---").join(" | ")} | --- |`,
   ];
   for (const s of summary) {
     const acc = (n: number, v: Variant) => meanAccuracy(s.result, n, v).toFixed(3);
@@ -192,7 +207,7 @@ function markdown(): string {
     lines.push(
       `| ${s.stage} | ${
         s.lengths.length > 1 ? `${s.lengths[0]}-${s.maxSegments}` : s.maxSegments
-      } | ${s.steps} | ${fmtDuration(s.trainSeconds)} | ${
+      } | ${s.steps} | ${s.lr} | ${fmtDuration(s.trainSeconds)} | ${
         evalLens.map((n) => `${acc(n, "memory")} / ${acc(n, "off")} / ${acc(n, "zero-read")}`).join(
           " | ",
         )
