@@ -203,9 +203,9 @@ function markdown(): string {
     "",
     taskName === "recall"
       ? `Exact match of the key digit, greedy, ${trials} held-out sequences per length (chance 0.1).`
-      : `Exact match of all 5 digits, greedy, held-out keys (${trials} per length: 3 depths x ${
-        Math.ceil(trials / 3)
-      }).`,
+      : `Exact match of all 5 digits, greedy, held-out keys (${
+        3 * Math.ceil(trials / 3)
+      } per length: 3 depths x ${Math.ceil(trials / 3)}).`,
     "",
     `| stage | trained lengths | steps | peak lr | train time | ${
       evalLens.map((n) => `${n} seg on / off / zero-read`).join(" | ")
