@@ -122,6 +122,8 @@ interface LogStep {
   step: number;
   loss: number;
   gradNorm: number;
+  /** Seconds since training started (after start-up). */
+  elapsedSec: number;
 }
 
 /** The step entries of a run's log.jsonl (validation entries left out). */
@@ -210,18 +212,19 @@ gpuTest(
   "reliability: Ctrl-C is heard at once even mid-step; a second one ends the process at once (130)",
   async () => {
     await withTempDir("infini-sigint2-", async (out) => {
-      // Batch 128: a step takes about 2 s, and on lavapipe the main thread spends it inside
-      // queue.submit, where no listener of its own could run. Both interrupts must still act
-      // within a second.
+      // Batch 1024: a step takes about 2.5 s on 2 idle cores (more under load), and on lavapipe
+      // the main thread spends it inside queue.submit, where no listener of its own could run.
+      // Both interrupts must still act within a second, and both land early in step 3 (step 2's
+      // checkpoint is written just before it starts), long before it could finish and save.
       const r = train([
         ...MICRO,
-        ...["--steps", "100000", "--batch", "128", "--save-every", "2", "--out", out],
+        ...["--steps", "100000", "--batch", "1024", "--save-every", "2", "--out", out],
       ]);
       await orKill(
         r,
         waitFor(() => exists(`${out}/checkpoint/trainer.json`) || r.ended(), "a checkpoint"),
       );
-      await sleep(300);
+      await sleep(100);
       const t0 = performance.now();
       signal(r, "SIGINT");
       await orKill(
@@ -229,7 +232,7 @@ gpuTest(
         waitFor(() => /interrupt: finishing/.test(r.stderr()) || r.ended(), "the first notice"),
       );
       const noticeMs = performance.now() - t0;
-      await sleep(200);
+      await sleep(100);
       const t1 = performance.now();
       signal(r, "SIGINT");
       const res = await r.done;
@@ -254,17 +257,24 @@ gpuTest(
 gpuTest(
   "reliability: kill -9 at random moments and mid-save; --resume ends bit-identical to an uninterrupted run",
   async () => {
-    const STEPS = 24;
+    const STEPS = 60;
     const flags = [
       ...MICRO,
       ...["--steps", String(STEPS), "--batch", "4", "--save-every", "1"],
       ...["--lr", "5e-3", "--warmup", "2", "--seed", "11"],
     ];
     await withTempDir("infini-kill-", async (root) => {
+      const tRef = performance.now();
       const ref = await trainToEnd([...flags, "--out", `${root}/ref`]);
+      const wallSec = (performance.now() - tRef) / 1000;
       equal(ref.code, 0, ref.stderr);
       const want = await readLog(`${root}/ref`);
       equal(want.length, STEPS);
+      // Kill times follow this machine's speed (measured by the uninterrupted run): start-up,
+      // then 4-16% of the run's training time, so that the kills land mid-run and leave work for
+      // the final resume whether the cores are idle or busy.
+      const trainSec = want[STEPS - 1].elapsedSec;
+      const startSec = Math.max(0, wallSec - trainSec);
 
       const out = `${root}/killed`;
       const rng = new Rng(2024);
@@ -286,7 +296,7 @@ gpuTest(
         const r = train([...flags, "--out", out, ...(resume ? ["--resume"] : [])]);
         const t0 = performance.now();
         if (how === "random") {
-          await sleep(800 + rng.int(3200));
+          await sleep(1000 * (startSec + trainSec * (0.04 + 0.12 * rng.next())));
         } else {
           // Poll as fast as the event loop allows; give up after 8 s (then kill anyway).
           await waitFor(() => exists(`${out}/${how}`) || r.ended(), how, 8000).catch(() => {});
