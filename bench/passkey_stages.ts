@@ -19,8 +19,9 @@
  * here: the notes' 39k-parameter model (segments of 32 bytes) initialised N(0, 0.1), batch 32,
  * AdamW 0.9/0.95 without weight decay, 30 warm-up steps (20 in later stages) then cosine,
  * clip 1, answer digits weighted 254 (at 4 segments 10x the rest of the sequence together),
- * lr 1e-2 for the first stage and 3e-3 for the lengthening ones. The notes' own recipe is `--stages 4:2500 --lr 0.003
- * --warmup 100 --answer-weight 25.4 --sets hiddenSize=32,intermediateSize=128,headDim=8`.
+ * lr 1e-2 for the first stage and 3e-3 for the lengthening ones (the first stage is
+ * `demo --task passkey`). The notes' own recipe is `--stages 4:2500 --lr 0.003 --warmup 100
+ * --answer-weight 25.4 --sets hiddenSize=32,intermediateSize=128,headDim=8`.
  * `--task recall` trains the micro model on the recall task (default `--stages 2:200 --lr
  * 0.003 --warmup 100`).
  * `--sets` overrides config fields of the tiny preset (e.g. initStd=0.1); `--eval` lists the
@@ -29,6 +30,7 @@
  * `--init-from` starts the first stage from an earlier run's weights (its stage folder).
  */
 import { benchArgs } from "./_util.ts";
+import { DEMO_ANSWER_WEIGHT, DEMO_TASKS } from "../src/cli/demo.ts";
 import { passkeyHeatMap, passkeyTable } from "../src/cli/eval.ts";
 import { evalPasskey, meanAccuracy, type PasskeyResult } from "../src/eval/passkey.ts";
 import { Streamer, type Variant } from "../src/eval/stream.ts";
@@ -49,7 +51,7 @@ const values = benchArgs(import.meta.url, {
   warmup: { type: "string" },
   batch: { type: "string", default: "32" },
   seed: { type: "string", default: "1" },
-  sets: { type: "string", default: "hiddenSize=32,intermediateSize=128,headDim=8,initStd=0.1" },
+  sets: { type: "string", default: DEMO_TASKS.passkey.sets.join(",") },
   out: { type: "string" },
   task: { type: "string", default: "passkey" },
   "init-from": { type: "string" },
@@ -57,14 +59,18 @@ const values = benchArgs(import.meta.url, {
   "first-mixture": { type: "boolean" },
 });
 const taskName = values.task === "recall" ? "recall" : "passkey";
-// Per-task defaults. Passkey: the recipe that solved 4 segments here (README, Results), which
-// differs from the notes' (lr 3e-3, 100 warm-up steps, answer weight (T-1)/5, N(0, 0.02)
-// init), at chance for 2,500 steps here. Recall: the micro model's short run.
+// Per-task defaults. Passkey: the demo's recipe, which solved 4 segments here (README,
+// Results), for the first stage, then three lengthening stages at lr 3e-3; the notes' recipe
+// (lr 3e-3, 100 warm-up steps, answer weight (T-1)/5, N(0, 0.02) init) stayed at chance for
+// 2,500 steps here. Recall: the micro model's short run.
 const passkey = taskName === "passkey";
-values.stages ??= passkey ? "4:2500:0.01,16:600:0.003,32:500:0.003,64:400:0.003" : "2:200";
-values.lr ??= passkey ? "0.01" : "0.003";
-values.warmup ??= passkey ? "30" : "100";
-if (passkey) values["answer-weight"] ??= "254";
+const demo = DEMO_TASKS.passkey.train;
+values.stages ??= passkey
+  ? `4:${demo.steps}:${demo.lr},16:600:0.003,32:500:0.003,64:400:0.003`
+  : "2:200";
+values.lr ??= String(passkey ? demo.lr : 0.003);
+values.warmup ??= String(passkey ? demo.warmup : 100);
+if (passkey) values["answer-weight"] ??= String(DEMO_ANSWER_WEIGHT);
 const rule = values.rule;
 const out = values.out ?? `results/${taskName}-${rule}`;
 // "M:N" or "M:N:LR" (a stage's own peak learning rate; --lr otherwise).
