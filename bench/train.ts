@@ -5,11 +5,16 @@
  * the same adapter; and GPU waits per step (the trainer awaits one readback per step, two
  * steps late). Prints a table and writes JSON.
  *
+ * The two models and the matmul are timed in `--rounds` interleaved rounds of `--steps` steps
+ * each, and every figure is the median over the rounds ("ratio range" gives the lowest and
+ * highest round's ratio): on a shared, noisy machine a slow spell then falls on both sides of
+ * the ratio instead of on one.
+ *
  * `--profile` also times every dispatch of one Infini step on its own and prints where the
  * step's time goes, per kernel entry point.
  *
- *   deno task bench:train [--steps 4] [--presets tiny,mini] [--set key=value ...] [--profile]
- *                         [--out out/bench_train.json]
+ *   deno task bench:train [--steps 4] [--rounds 5] [--presets tiny,mini] [--batch B]
+ *                         [--set key=value ...] [--profile] [--out out/bench_train.json]
  */
 import { Runtime } from "../src/gpu/runtime.ts";
 import { type ModelConfig, resolveConfig } from "../src/model/config.ts";
@@ -22,6 +27,7 @@ import { benchArgs, printTable, timeGpu, writeJson } from "./_util.ts";
 
 const values = benchArgs(import.meta.url, {
   steps: { type: "string", default: "4" },
+  rounds: { type: "string", default: "5" },
   presets: { type: "string", default: "tiny,mini" },
   batch: { type: "string" },
   set: { type: "string", multiple: true },
@@ -29,6 +35,7 @@ const values = benchArgs(import.meta.url, {
   out: { type: "string", default: "out/bench_train.json" },
 });
 const STEPS = Number(values.steps);
+const ROUNDS = Number(values.rounds);
 const rt = await Runtime.create();
 console.log(`adapter: ${rt.describe()}`);
 
@@ -45,20 +52,17 @@ function stepFlops(cfg: ModelConfig, B: number): number {
 
 type Dispatch = Parameters<Recorder["dispatch"]>;
 
-async function timeSteps(
-  cfg: ModelConfig,
-  B: number,
-  profile = false,
-): Promise<{ sec: number; waits: number; profile?: Record<string, string | number>[] }> {
+/** One model set up for timing training steps; `run(n)` gives seconds per step over n steps. */
+async function stepper(cfg: ModelConfig, B: number) {
   const model = await InfiniGemma.create(rt, cfg, { B, T: cfg.seqLength, train: true });
   await model.createOptimizer({ weightDecay: 0.1 });
   model.setParams(initParams(model.table, cfg, 1));
   const rng = new Rng(2);
   const rows = B * cfg.seqLength;
   const tokens = new Uint32Array(rows).map(() => rng.int(cfg.vocabSize));
-  model.setBatch(tokens, tokens);
   let captured: Dispatch[] | undefined;
-  const step = (i: number) => {
+  let stepNo = 0;
+  const step = () => {
     const rec = rt.record();
     if (captured) {
       const list = captured, orig = rec.dispatch.bind(rec);
@@ -69,7 +73,7 @@ async function timeSteps(
     }
     model.recordGrads(rec);
     model.recordUpdate(rec, {
-      step: i + 1,
+      step: ++stepNo,
       lr: 1e-3,
       beta1: 0.9,
       beta2: 0.95,
@@ -80,58 +84,77 @@ async function timeSteps(
     rt.submit(rec);
     return loss;
   };
-  await step(0); // warm-up: first-use costs
-  const pending: Promise<Float32Array>[] = [];
-  let waits = 0;
-  const t0 = performance.now();
-  for (let i = 1; i <= STEPS; i++) {
-    pending.push(step(i));
-    if (pending.length > 2) {
-      await pending.shift();
-      waits++;
-    }
-  }
-  while (pending.length) {
-    await pending.shift();
-    waits++;
-  }
-  const sec = (performance.now() - t0) / 1000 / STEPS;
-  let table: Record<string, string | number>[] | undefined;
-  if (profile) {
-    // One more step with its dispatches captured, then each dispatch timed on its own (values
-    // in the buffers drift as accumulating dispatches repeat; the cost does not).
-    captured = [];
-    await step(STEPS + 1);
-    const per = new Map<string, { n: number; sec: number }>();
-    for (const d of captured) {
-      const p = d[0] as Pipeline;
-      let key = `${p.kernel.replace(/^kernels\//, "")}#${p.entry}`;
-      if (p.kernel.includes("matmul")) {
-        // Params M, N, K first: matmuls are told apart by shape.
-        const u = new Uint32Array((d[1][0] as Params).bytes.buffer, 0, 3);
-        key += ` ${u[0]}x${u[1]}x${u[2]}`;
+  model.setBatch(tokens, tokens);
+  await step(); // warm-up: first-use costs
+  let waits = 0, counted = 0;
+  return {
+    /** Seconds per step over n steps, submitted as the trainer does (readback two steps late). */
+    async run(n: number): Promise<number> {
+      model.setBatch(tokens, tokens); // this model's batch (the other model ran in between)
+      const pending: Promise<Float32Array>[] = [];
+      const t0 = performance.now();
+      for (let i = 0; i < n; i++) {
+        pending.push(step());
+        if (pending.length > 2) {
+          await pending.shift();
+          waits++;
+        }
       }
-      const t = await timeGpu(rt, (rec) => rec.dispatch(...d), { reps: 2, minSeconds: 0.02 });
-      const e = per.get(key) ?? { n: 0, sec: 0 };
-      per.set(key, { n: e.n + 1, sec: e.sec + t });
-    }
-    const total = [...per.values()].reduce((a, e) => a + e.sec, 0);
-    table = [...per.entries()].sort((a, b) => b[1].sec - a[1].sec).map(([k, e]) => ({
-      entry: k,
-      dispatches: e.n,
-      "ms/step": e.sec * 1000,
-      share: `${(100 * e.sec / total).toFixed(1)}%`,
-    }));
-    table.push({
-      entry: "sum of dispatches alone",
-      dispatches: captured.length,
-      "ms/step": total * 1000,
-      share: "",
-    });
-    captured = undefined;
-  }
-  rt.free(model.params);
-  return { sec, waits: waits / STEPS, profile: table };
+      while (pending.length) {
+        await pending.shift();
+        waits++;
+      }
+      counted += n;
+      return (performance.now() - t0) / 1000 / n;
+    },
+    /** GPU waits per step so far. */
+    waits: () => waits / counted,
+    /** Each dispatch of one step timed on its own, summed per kernel entry (and matmul shape). */
+    async profile(): Promise<Record<string, string | number>[]> {
+      captured = [];
+      await step();
+      const list = captured;
+      captured = undefined;
+      const per = new Map<string, { n: number; sec: number }>();
+      for (const d of list) {
+        const p = d[0] as Pipeline;
+        let key = `${p.kernel.replace(/^kernels\//, "")}#${p.entry}`;
+        if (p.kernel.includes("matmul")) {
+          // Params M, N, K first: matmuls are told apart by shape.
+          const u = new Uint32Array((d[1][0] as Params).bytes.buffer, 0, 3);
+          key += ` ${u[0]}x${u[1]}x${u[2]}`;
+        }
+        // Values in the buffers drift as accumulating dispatches repeat; the cost does not.
+        // Enough repetitions in one submission that the ~11 ms wait is a small part.
+        const t = await timeGpu(rt, (rec) => rec.dispatch(...d), { reps: 4, minSeconds: 0.15 });
+        const e = per.get(key) ?? { n: 0, sec: 0 };
+        per.set(key, { n: e.n + 1, sec: e.sec + t });
+      }
+      const total = [...per.values()].reduce((a, e) => a + e.sec, 0);
+      const table: Record<string, string | number>[] = [...per.entries()]
+        .sort((a, b) => b[1].sec - a[1].sec)
+        .map(([k, e]) => ({
+          entry: k,
+          dispatches: e.n,
+          "ms/step": e.sec * 1000,
+          share: `${(100 * e.sec / total).toFixed(1)}%`,
+        }));
+      table.push({
+        entry: "sum of dispatches alone",
+        dispatches: list.length,
+        "ms/step": total * 1000,
+        share: "",
+      });
+      return table;
+    },
+    free: () => rt.free(model.params),
+  };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
 const rows: Record<string, string | number>[] = [];
@@ -141,33 +164,50 @@ for (const preset of values.presets!.split(",")) {
   const cfg = resolveConfig(preset, sets);
   const B = Number(values.batch ?? (preset === "tiny" ? 16 : 4));
   const off = resolveConfig(preset, [...sets, "infiniLayers=none"]);
-  const infini = await timeSteps(cfg, B, values.profile);
-  if (infini.profile) {
+  const infini = await stepper(cfg, B);
+  if (values.profile) {
     console.log(`\nwhere one ${preset} step's time goes (each dispatch timed alone):`);
-    printTable(infini.profile);
+    printTable(await infini.profile());
     console.log();
   }
-  const plain = await timeSteps(off, B);
+  const plain = await stepper(off, B);
   // Best matmul on this adapter, at this model's MLP shape.
   const mm = await Matmul.create(rt);
   const M = B * cfg.seqLength, N = cfg.intermediateSize, K = cfg.hiddenSize;
   const a = rt.tensor("a", M * K, rng32(M * K)), w = rt.tensor("w", N * K, rng32(N * K));
   const y = rt.tensor("y", M * N);
-  const mmSec = await timeGpu(rt, (rec) => mm.forward(rec, y, a, w, M, N, K));
-  const bestGflops = (2 * M * N * K) / mmSec / 1e9;
+  // Rounds interleave the two models and the matmul, so that a slow spell of a shared machine
+  // falls on all of them; each figure is its median over the rounds.
+  const ti: number[] = [], tp: number[] = [], tm: number[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    ti.push(await infini.run(STEPS));
+    tp.push(await plain.run(STEPS));
+    tm.push(await timeGpu(rt, (rec) => mm.forward(rec, y, a, w, M, N, K)));
+    console.error(
+      `  ${preset} round ${r + 1}/${ROUNDS}: infini ${(ti[r] * 1000).toFixed(1)} ms, plain ${
+        (tp[r] * 1000).toFixed(1)
+      } ms, ratio ${(ti[r] / tp[r]).toFixed(3)}`,
+    );
+  }
   for (const t of [a, w, y]) rt.free(t);
+  infini.free();
+  plain.free();
+  const sec = median(ti), plainSec = median(tp);
+  const bestGflops = (2 * M * N * K) / median(tm) / 1e9;
+  const ratios = ti.map((t, i) => t / tp[i]);
   const flops = stepFlops(cfg, B);
   const r = {
     preset,
     batch: `${B}x${cfg.seqLength}`,
-    "step ms": infini.sec * 1000,
-    "tokens/s": (B * cfg.seqLength) / infini.sec,
-    "plain step ms": plain.sec * 1000,
-    "infini/plain": infini.sec / plain.sec,
-    "step GFLOPS": flops / infini.sec / 1e9,
+    "step ms": sec * 1000,
+    "tokens/s": (B * cfg.seqLength) / sec,
+    "plain step ms": plainSec * 1000,
+    "infini/plain": sec / plainSec,
+    "ratio range": `${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}`,
+    "step GFLOPS": flops / sec / 1e9,
     "matmul GFLOPS": bestGflops,
-    "fraction": flops / infini.sec / 1e9 / bestGflops,
-    "waits/step": infini.waits,
+    "fraction": flops / sec / 1e9 / bestGflops,
+    "waits/step": infini.waits(),
   };
   rows.push(r);
   results.push(r);
@@ -179,6 +219,7 @@ await writeJson(values.out!, {
   adapter: rt.describe(),
   date: new Date().toISOString(),
   steps: STEPS,
+  rounds: ROUNDS,
   results,
 });
 rt.destroy();
