@@ -8,7 +8,7 @@
  *
  *   deno task results:passkey [--stages 4:2500:0.01,16:600:0.003,32:500:0.003,64:400:0.003]
  *                             [--rule linear|delta] [--trials 200] [--eval 4,16,64,128]
- *                             [--control 0] [--out results/passkey-linear] [--lr 0.01]
+ *                             [--control 0] [--boundary 0] [--out results/passkey-linear] [--lr 0.01]
  *                             [--warmup 30] [--batch 32] [--seed 1] [--answer-weight 254]
  *                             [--sets hiddenSize=32,intermediateSize=128,headDim=8,initStd=0.1]
  *                             [--init-from RUN] [--first-mixture] [--task passkey|recall]
@@ -26,7 +26,9 @@
  * 0.003 --warmup 100`).
  * `--sets` overrides config fields of the tiny preset (e.g. initStd=0.1); `--eval` lists the
  * lengths (in segments) measured after each stage, `--trials` the keys per length;
- * `--control F` trains on a share F of documents whose key sits in the final segment.
+ * `--control F` trains on a share F of documents whose key sits in the final segment;
+ * `--boundary F` on a share F whose key digits start a segment (the hard case: that segment's
+ * local attention cannot see "The pass key is" before them; drawn uniformly it is 1 in 32).
  * `--init-from` starts the first stage from an earlier run's weights (its stage folder).
  */
 import { benchArgs } from "./_util.ts";
@@ -46,6 +48,7 @@ const values = benchArgs(import.meta.url, {
   trials: { type: "string", default: "200" },
   eval: { type: "string", default: "4,16,64,128" },
   control: { type: "string", default: "0" },
+  boundary: { type: "string", default: "0" },
   "answer-weight": { type: "string" },
   lr: { type: "string" },
   warmup: { type: "string" },
@@ -133,6 +136,7 @@ for (const [i, [maxSeg, steps, stageLr]] of stages.entries()) {
         ? undefined
         : Number(values["answer-weight"]),
       controlShare: Number(values.control),
+      boundaryShare: Number(values.boundary),
       segments: lengths,
     });
   const r = await train(

@@ -142,6 +142,44 @@ Deno.test("passkey control share and its feasibility", () => {
   );
 });
 
+Deno.test("passkey boundary share puts the key's digits at a segment start", () => {
+  const S = 32, segments = 8;
+  const at = (s: { keyStart: number }) => (s.keyStart + 16) % S === 0;
+  // Share 1: every sample, and every allowed segment start turns up.
+  const all = new PasskeyTask({ segmentLength: S, segments, boundaryShare: 1 }, 3);
+  const seen = new Set<number>();
+  for (let i = 0; i < 300; i++) {
+    const s = checkLayout(all, i);
+    assert(at(s), `sample ${i}: digits at byte ${s.keyStart + 16}, not a segment start`);
+    seen.add((s.keyStart + 16) / S);
+  }
+  // Digits at k*S for k = 1..5: the statement must start in segment 0 or later and end
+  // before the question (T - 80 is the latest start, so k*S - 16 <= 176, k <= 6.0).
+  assertEquals([...seen].sort(), [1, 2, 3, 4, 5, 6]);
+  // Share 0.25: about a quarter (plus the 1-in-32 that land there by chance).
+  const some = new PasskeyTask({ segmentLength: S, segments, boundaryShare: 0.25 }, 3);
+  let n = 0;
+  for (let i = 0; i < 800; i++) n += at(checkLayout(some, i)) ? 1 : 0;
+  const want = 0.25 + 0.75 / S;
+  // Binomial(800, 0.27): sd 0.016; +-0.07 is over 4 sd.
+  assert(Math.abs(n / 800 - want) < 0.07, `boundary share ${n / 800}, want ~${want}`);
+  // Share 0 leaves the samples as they were; a set depth wins over the share.
+  const none = new PasskeyTask({ segmentLength: S, segments, boundaryShare: 0 }, 3);
+  const plain = new PasskeyTask({ segmentLength: S, segments }, 3);
+  for (let i = 0; i < 20; i++) assertEquals(none.sample(i).tokens, plain.sample(i).tokens);
+  const deep = new PasskeyTask({ segmentLength: S, segments, boundaryShare: 1, depth: 0 }, 3);
+  assertEquals(deep.sample(0).keyStart, 0);
+  throws(
+    () => new PasskeyTask({ segmentLength: S, segments, boundaryShare: 2 }, 1),
+    /boundaryShare/,
+  );
+  // One segment before the question's: no boundary inside the allowed range.
+  throws(
+    () => new PasskeyTask({ segmentLength: 64, segments: 2, boundaryShare: 0.5 }, 1),
+    /start of a segment/,
+  );
+});
+
 Deno.test("held-out keys: train and eval keys are disjoint by a fixed rule", () => {
   let evalKeys = 0;
   for (let k = 0; k < 100000; k++) evalKeys += isEvalKey(k) ? 1 : 0;

@@ -29,6 +29,9 @@ Data:
   --answer-weight W      passkey: extra loss weight of the 5 answer digits
                          (default (T-1)/5: mean NLL + 1.0 x mean answer NLL)
   --control-share F      passkey: share of samples with the key in the last segment
+  --boundary-share F     passkey: share of samples whose key digits start a segment (so
+                         local attention cannot see "The pass key is" before them; drawn
+                         uniformly that is 1 in S), default 0
   --segments LIST        passkey: training lengths in segments, one drawn per batch (a
                          mixture of lengths, e.g. 3,4,8,16); each must be <= seqLength / S,
                          and validation runs at seqLength (default: seqLength / S only)
@@ -81,6 +84,7 @@ export async function run(args: string[]): Promise<number> {
         data: { type: "string", default: "passkey" },
         "answer-weight": { type: "string" },
         "control-share": { type: "string" },
+        "boundary-share": { type: "string" },
         segments: { type: "string" },
         "init-from": { type: "string" },
         steps: { type: "string" },
@@ -182,6 +186,7 @@ export async function run(args: string[]): Promise<number> {
         ? undefined
         : num("answer-weight", values["answer-weight"], 0, false),
       controlShare: num("control-share", values["control-share"], 0, false),
+      boundaryShare: num("boundary-share", values["boundary-share"], 0, false),
       segments,
     });
   } else if (values.data === "recall") {

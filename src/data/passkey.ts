@@ -69,6 +69,13 @@ export interface PasskeyOptions {
   depth?: number;
   /** Share of samples with the key's digits in the last segment (control); default 0. */
   controlShare?: number;
+  /**
+   * Share of the other samples whose key digits start a segment (byte k * S, so that the
+   * segment's local attention cannot see "The pass key is" before them), the segment drawn
+   * uniformly from those allowed; default 0. Drawn uniformly, such positions are 1 in S.
+   * Ignored when `depth` is set.
+   */
+  boundaryShare?: number;
   /** Which keys to draw: "train" (default), held-out "eval", or "all". */
   keys?: "train" | "eval" | "all";
   /**
@@ -122,6 +129,8 @@ export class PasskeyTask {
   /** Allowed [lo, hi] of the key statement's start, for ordinary and control samples. */
   readonly #range: [number, number];
   readonly #controlRange: [number, number] | null;
+  /** Statement starts that put the digits at the start of a segment, inside #range. */
+  readonly #boundaryStarts: number[];
 
   constructor(opts: PasskeyOptions, seed: number) {
     const { segmentLength: S, segments } = opts;
@@ -135,13 +144,17 @@ export class PasskeyTask {
       segments,
       keySegments: opts.keySegments ?? [0, Math.max(1, segments - 1)],
       controlShare: opts.controlShare ?? 0,
+      boundaryShare: opts.boundaryShare ?? 0,
       keys: opts.keys ?? "train",
       answerWeight: opts.answerWeight ?? (T - 1) / KEY_DIGITS,
       depth: opts.depth,
     };
-    const { keySegments: [first, end], controlShare, depth } = this.options;
+    const { keySegments: [first, end], controlShare, boundaryShare, depth } = this.options;
     if (!(controlShare >= 0 && controlShare <= 1)) {
       throw new RangeError(`passkey: controlShare ${controlShare} is not in [0, 1]`);
+    }
+    if (!(boundaryShare >= 0 && boundaryShare <= 1)) {
+      throw new RangeError(`passkey: boundaryShare ${boundaryShare} is not in [0, 1]`);
     }
     if (depth !== undefined && !(depth >= 0 && depth <= 1)) {
       throw new RangeError(`passkey: depth ${depth} is not in [0, 1]`);
@@ -173,6 +186,17 @@ export class PasskeyTask {
           } bytes (S = ${S})`,
       );
     }
+    this.#boundaryStarts = [];
+    for (let k = 1; k < segments; k++) {
+      const start = k * S - DIGITS_IN_STATEMENT;
+      if (start >= this.#range[0] && start <= this.#range[1]) this.#boundaryStarts.push(start);
+    }
+    if (boundaryShare > 0 && this.#boundaryStarts.length === 0) {
+      throw new RangeError(
+        `passkey: no allowed key position puts the digits at the start of a segment (S = ${S}, ` +
+          `segments ${segments})`,
+      );
+    }
     this.#seed = seed >>> 0;
   }
 
@@ -183,8 +207,13 @@ export class PasskeyTask {
     const control = this.options.controlShare > 0 && rng.next() < this.options.controlShare;
     const key = drawKey(rng, this.options.keys);
     const [lo, hi] = control ? this.#controlRange! : this.#range;
-    const depth = this.options.depth;
-    const keyStart = depth === undefined
+    const { depth, boundaryShare } = this.options;
+    // (The boundary draw only happens when asked for, so that other samples stay as they were.)
+    const boundary = !control && depth === undefined && boundaryShare > 0 &&
+      rng.next() < boundaryShare;
+    const keyStart = boundary
+      ? this.#boundaryStarts[rng.int(this.#boundaryStarts.length)]
+      : depth === undefined
       ? lo + rng.int(hi - lo + 1)
       : lo + Math.round(depth * (hi - lo));
 

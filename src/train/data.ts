@@ -36,6 +36,8 @@ export interface BatchSource {
 export interface PasskeySourceOptions {
   answerWeight?: number;
   controlShare?: number;
+  /** Share of training samples whose key digits start a segment (PasskeyOptions). */
+  boundaryShare?: number;
   /**
    * Training lengths in segments: each batch draws one of them (a mixture of lengths, seeded
    * by the batch index). Default: the config's seqLength / segmentLength only. Validation
@@ -66,6 +68,7 @@ export class PasskeySource implements BatchSource {
       controlShare: o.controlShare ?? 0,
     };
     this.#lengths = o.segments?.length ? [...o.segments] : [nS];
+    const train = { ...base, keys: "train" as const, boundaryShare: o.boundaryShare ?? 0 };
     for (const n of this.#lengths) {
       if (!Number.isInteger(n) || n < 2 || n > nS) {
         throw new UserError(
@@ -79,7 +82,7 @@ export class PasskeySource implements BatchSource {
         this.#train.set(
           n,
           new PasskeyTask(
-            { ...base, segments: n, keys: "train" },
+            { ...train, segments: n },
             this.#lengths.length > 1 ? seed + n : seed,
           ),
         );
