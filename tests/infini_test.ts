@@ -116,20 +116,29 @@ interface GpuRun {
   /** Initial contents of dq, dk, dv, dbeta; dq/dk/dv accumulate into them when given. */
   init?: { dq?: Float32Array; dk?: Float32Array; dv?: Float32Array; dbeta?: Float32Array };
   segmentsPerDispatch?: number;
+  /** Row kernels (kernels/infini_rows.wgsl) forced on or off; default the adapter's choice. */
+  rows?: boolean;
 }
 
 const mems = new Map<string, Promise<InfiniMemory>>();
-function memFor(rt: Runtime, D: number, rule: UpdateRule, cap?: number): Promise<InfiniMemory> {
-  const key = `${D}/${rule}/${cap}`;
+function memFor(
+  rt: Runtime,
+  D: number,
+  rule: UpdateRule,
+  cap?: number,
+  rows?: boolean,
+): Promise<InfiniMemory> {
+  const key = `${D}/${rule}/${cap}/${rows}`;
   if (!mems.has(key)) {
-    mems.set(key, InfiniMemory.create(rt, D, rule, { segmentsPerDispatch: cap }));
+    mems.set(key, InfiniMemory.create(rt, D, rule, { segmentsPerDispatch: cap, rows }));
   }
   return mems.get(key)!;
 }
 
 /** Forward then backward in one submit; reads every output. */
 async function runGpu(rt: Runtime, c: GpuRun): Promise<GpuOut> {
-  const mem = await memFor(rt, c.sh.D, c.rule, c.segmentsPerDispatch);
+  const mem = await memFor(rt, c.sh.D, c.rule, c.segmentsPerDispatch, c.rows);
+  if (c.rows !== undefined && mem.rows !== c.rows) throw new Error("rows option not honoured");
   const z = InfiniMemory.sizes(c.sh, c.rule);
   const made: Tensor[] = [];
   const t = (label: string, n: number, init?: Float32Array) => {
@@ -285,6 +294,16 @@ const SHAPES: InfiniShape[] = [
   { B: 1, nS: 3, S: 9, H: 2, Hkv: 1, D: 72 },
 ];
 
+// Shapes the row kernels take (D % 4 == 0, D <= 16), run with both kernel families: rows that
+// end part-way through a workgroup of 64 (90, 91, 195 rows), segments that straddle
+// workgroups, D 4, 12 and 16, query groups of 1, 2 and 4 heads.
+const ROW_SHAPES: InfiniShape[] = [
+  { B: 2, nS: 3, S: 15, H: 2, Hkv: 2, D: 4 },
+  { B: 1, nS: 7, S: 13, H: 4, Hkv: 2, D: 12 },
+  { B: 3, nS: 5, S: 13, H: 4, Hkv: 1, D: 16 },
+  { B: 2, nS: 4, S: 32, H: 4, Hkv: 2, D: 8 }, // the passkey model's layer: 256 rows
+];
+
 for (const rule of ["linear", "delta"] as UpdateRule[]) {
   gpuTest(`infini ${rule}: GPU matches the f64 reference on odd shapes`, async (rt) => {
     const rng = new Rng(21);
@@ -300,11 +319,43 @@ for (const rule of ["linear", "delta"] as UpdateRule[]) {
     }
   });
 
+  gpuTest(
+    `infini ${rule}: row kernels and blocked kernels both match the reference`,
+    async (rt) => {
+      const rng = new Rng(23);
+      for (const sh of ROW_SHAPES) {
+        for (const rows of [true, false]) {
+          for (const [mode, zeroState] of [[0, false], [0, true], [2, false]] as const) {
+            const c = { ...randomRun(rng, sh, rule, mode, zeroState), rows };
+            checkAgainstRef(
+              `${rule} rows ${rows} mode ${mode} ${JSON.stringify(sh)} zero ${zeroState}`,
+              c,
+              await runGpu(rt, c),
+            );
+          }
+        }
+      }
+      // The adapter's default: row kernels on lavapipe for these head dims, blocked elsewhere.
+      const mem = await InfiniMemory.create(rt, 8, rule);
+      if (mem.rows !== (rt.profile === "cpu")) {
+        throw new AssertionError({ message: `profile ${rt.profile}: rows ${mem.rows}` });
+      }
+      const wide = await InfiniMemory.create(rt, 24, rule);
+      if (wide.rows) throw new AssertionError({ message: "D 24 must use the blocked kernels" });
+    },
+  );
+
   gpuTest(`infini ${rule}: gate modes 1 (memory off) and 2 (read zeroed)`, async (rt) => {
     const rng = new Rng(31);
-    const sh = SHAPES[0];
-    for (const mode of [1, 2] as const) {
-      const c = randomRun(rng, sh, rule, mode, false);
+    for (
+      const [sh, mode, rows] of [
+        [SHAPES[0], 1, undefined],
+        [SHAPES[0], 2, undefined],
+        [ROW_SHAPES[1], 1, true],
+        [ROW_SHAPES[1], 2, true],
+      ] as const
+    ) {
+      const c = { ...randomRun(rng, sh, rule, mode, false), rows };
       const got = await runGpu(rt, c);
       checkAgainstRef(`${rule} mode ${mode}`, c, got);
       // Nothing is read from memory: A and dA_dot are the local path alone, dq gets nothing.
