@@ -8,7 +8,7 @@
  *
  *   deno task results:passkey [--stages 4:2500:0.01,16:600:0.003,32:500:0.003,64:400:0.003]
  *                             [--rule linear|delta] [--trials 200] [--eval 4,16,64,128]
- *                             [--control 0] [--boundary 0] [--out results/passkey-linear] [--lr 0.01]
+ *                             [--control 0] [--boundary 0.2] [--out results/passkey-linear] [--lr 0.01]
  *                             [--warmup 30] [--batch 32] [--seed 1] [--answer-weight 254]
  *                             [--sets hiddenSize=32,intermediateSize=128,headDim=8,initStd=0.1]
  *                             [--init-from RUN] [--first-mixture] [--task passkey|recall]
@@ -19,7 +19,7 @@
  * here: the notes' 39k-parameter model (segments of 32 bytes) initialised N(0, 0.1), batch 32,
  * AdamW 0.9/0.95 without weight decay, 30 warm-up steps (20 in later stages) then cosine,
  * clip 1, answer digits weighted 254 (at 4 segments 10x the rest of the sequence together),
- * lr 1e-2 for the first stage and 3e-3 for the lengthening ones (the first stage is
+ * a fifth of the keys with their digits at a segment start (--boundary), lr 1e-2 for the first stage and 3e-3 for the lengthening ones (the first stage is
  * `demo --task passkey`). The notes' own recipe is `--stages 4:2500 --lr 0.003 --warmup 100
  * --answer-weight 25.4 --sets hiddenSize=32,intermediateSize=128,headDim=8`.
  * `--task recall` trains the micro model on the recall task (default `--stages 2:200 --lr
@@ -28,11 +28,12 @@
  * lengths (in segments) measured after each stage, `--trials` the keys per length;
  * `--control F` trains on a share F of documents whose key sits in the final segment;
  * `--boundary F` on a share F whose key digits start a segment (the hard case: that segment's
- * local attention cannot see "The pass key is" before them; drawn uniformly it is 1 in 32).
+ * local attention cannot see "The pass key is" before them; drawn uniformly it is 1 in 32;
+ * default 0.2 for passkey, as `demo --task passkey`).
  * `--init-from` starts the first stage from an earlier run's weights (its stage folder).
  */
 import { benchArgs } from "./_util.ts";
-import { DEMO_ANSWER_WEIGHT, DEMO_TASKS } from "../src/cli/demo.ts";
+import { DEMO_ANSWER_WEIGHT, DEMO_BOUNDARY_SHARE, DEMO_TASKS } from "../src/cli/demo.ts";
 import { passkeyHeatMap, passkeyTable } from "../src/cli/eval.ts";
 import { evalPasskey, meanAccuracy, type PasskeyResult } from "../src/eval/passkey.ts";
 import { Streamer, type Variant } from "../src/eval/stream.ts";
@@ -48,7 +49,7 @@ const values = benchArgs(import.meta.url, {
   trials: { type: "string", default: "200" },
   eval: { type: "string", default: "4,16,64,128" },
   control: { type: "string", default: "0" },
-  boundary: { type: "string", default: "0" },
+  boundary: { type: "string" },
   "answer-weight": { type: "string" },
   lr: { type: "string" },
   warmup: { type: "string" },
@@ -74,6 +75,7 @@ values.stages ??= passkey
 values.lr ??= String(passkey ? demo.lr : 0.003);
 values.warmup ??= String(passkey ? demo.warmup : 100);
 if (passkey) values["answer-weight"] ??= String(DEMO_ANSWER_WEIGHT);
+values.boundary ??= String(passkey ? DEMO_BOUNDARY_SHARE : 0);
 const rule = values.rule;
 const out = values.out ?? `results/${taskName}-${rule}`;
 // "M:N" or "M:N:LR" (a stage's own peak learning rate; --lr otherwise).
