@@ -246,6 +246,16 @@ fn kv_bwd_linear_rows(
   }
 }
 
+// Invocation n of the per-state-row entries: (row i of the state, its (b*Hkv + g)*nS + s, the KV
+// head g, the segment's first row (b*nS + s)*S).
+fn stateRowOf(n: u32) -> vec4<u32> {
+  let D = 4u * D4;
+  let bgs = n / D;
+  let s = bgs % p.nS;
+  let b = bgs / (p.nS * p.Hkv);
+  return vec4<u32>(n % D, bgs, (bgs / p.nS) % p.Hkv, (b * p.nS + s) * p.S);
+}
+
 // ---- update_rows (linear rule): row i of U_s = sigma(K_s)^T V_s and of sum_t sigma(K_s,t),
 // one invocation per (b, g, s, i), into the slots that `scan` (kernels/infini.wgsl) turns into
 // states. Grid (ceil(B*Hkv*nS*D / WG)).
@@ -257,14 +267,12 @@ fn kv_bwd_linear_rows(
 @compute @workgroup_size(WG)
 fn update_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let D = 4u * D4;
-  let n = wg.x * WG + lid;
-  let i = n % D;
-  let bgs = n / D; // (b*Hkv + g)*nS + s
+  let e = stateRowOf(wg.x * WG + lid);
+  let i = e.x;
+  let bgs = e.y;
+  let g = e.z;
+  let row0 = e.w;
   if (bgs >= p.B * p.Hkv * p.nS) { return; }
-  let s = bgs % p.nS;
-  let g = (bgs / p.nS) % p.Hkv;
-  let b = bgs / (p.nS * p.Hkv);
-  let row0 = (b * p.nS + s) * p.S;
   var acc: array<vec4<f32>, MAXD4>;
   for (var j = 0u; j < D4; j++) { acc[j] = vec4<f32>(0.0); }
   var z = 0.0;
@@ -306,14 +314,12 @@ fn state_grads_rows(
     return;
   }
   let D = 4u * D4;
-  let n = wg.x * WG + lid;
-  let i = n % D;
-  let bgs = n / D;
+  let e = stateRowOf(wg.x * WG + lid);
+  let i = e.x;
+  let bgs = e.y;
+  let g = e.z;
+  let row0 = e.w;
   if (bgs >= p.B * p.Hkv * p.nS) { return; }
-  let s = bgs % p.nS;
-  let g = (bgs / p.nS) % p.Hkv;
-  let b = bgs / (p.nS * p.Hkv);
-  let row0 = (b * p.nS + s) * p.S;
   let grp = p.H / p.Hkv;
   var acc: array<vec4<f32>, MAXD4>;
   for (var j = 0u; j < D4; j++) { acc[j] = vec4<f32>(0.0); }
