@@ -7,7 +7,8 @@
 // segment of S rows. cos/sin come from a table built on the host in f64, (S, D/2, 2) as
 // [pos][i] = (cos, sin): exact to f32 rounding for any position, and no sin/cos per element.
 // `rotate` does one tensor; `rotate_qk` does q (nA heads) and k (nB heads) in one dispatch.
-// One thread per (row, head, i) pair.
+// With p.acc = 1 the result is added to y instead of replacing it (the Infini backward adds the
+// local path's dq, dk onto the memory path's). One thread per (row, head, i) pair.
 
 struct Params {
   rows: u32,
@@ -17,6 +18,7 @@ struct Params {
   S: u32,
   gx: u32,   // threads along x of the 2-D grid (workgroups along x times WG)
   sign: f32, // +1 forward, -1 backward
+  acc: u32, // 1: y += R x (else y = R x)
 }
 
 const WG = 256u;
@@ -41,6 +43,27 @@ fn rotation(rh: u32, nHeads: u32, i: u32) -> Rot {
   return Rot(table[t], p.sign * table[t + 1u]);
 }
 
+// ya[o], ya[o + half] = (lo, hi), or += with p.acc.
+fn store_a(o: u32, half: u32, lo: f32, hi: f32) {
+  if (p.acc != 0u) {
+    ya[o] = ya[o] + lo;
+    ya[o + half] = ya[o + half] + hi;
+  } else {
+    ya[o] = lo;
+    ya[o + half] = hi;
+  }
+}
+
+fn store_b(o: u32, half: u32, lo: f32, hi: f32) {
+  if (p.acc != 0u) {
+    yb[o] = yb[o] + lo;
+    yb[o + half] = yb[o + half] + hi;
+  } else {
+    yb[o] = lo;
+    yb[o + half] = hi;
+  }
+}
+
 @compute @workgroup_size(WG)
 fn rotate(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = gid.y * p.gx + gid.x;
@@ -52,8 +75,7 @@ fn rotate(@builtin(global_invocation_id) gid: vec3<u32>) {
   let o = rh * p.D + i;
   let a = xa[o];
   let b = xa[o + half];
-  ya[o] = a * r.c - b * r.s;
-  ya[o + half] = b * r.c + a * r.s;
+  store_a(o, half, a * r.c - b * r.s, b * r.c + a * r.s);
 }
 
 @compute @workgroup_size(WG)
@@ -68,8 +90,7 @@ fn rotate_qk(@builtin(global_invocation_id) gid: vec3<u32>) {
     let o = rh * p.D + i;
     let a = xa[o];
     let b = xa[o + half];
-    ya[o] = a * r.c - b * r.s;
-    ya[o + half] = b * r.c + a * r.s;
+    store_a(o, half, a * r.c - b * r.s, b * r.c + a * r.s);
   } else if (t < na + p.rows * p.nB * half) {
     let rh = (t - na) / half;
     let i = (t - na) % half;
@@ -77,7 +98,6 @@ fn rotate_qk(@builtin(global_invocation_id) gid: vec3<u32>) {
     let o = rh * p.D + i;
     let a = xb[o];
     let b = xb[o + half];
-    yb[o] = a * r.c - b * r.s;
-    yb[o + half] = b * r.c + a * r.s;
+    store_b(o, half, a * r.c - b * r.s, b * r.c + a * r.s);
   }
 }

@@ -104,3 +104,39 @@ gpuTest("rope stays accurate at positions up to 65535", async (rt) => {
   const rope = await Rope.create(rt);
   await checkCase(rt, rope, new Rng(23), { rows: 65536 + 3, S: 65536, D: 6, H: 1, Hkv: 0 });
 });
+
+gpuTest("rope backward with accumulate adds to dst, single tensor and q/k pair", async (rt) => {
+  const rope = await Rope.create(rt);
+  const rng = new Rng(24);
+  const rows = 21, S = 7, D = 8, H = 3, Hkv = 2;
+  const table = rt.tensor("rope-table", Rope.tableLength(S, D), Rope.buildTable(S, D, THETA));
+  for (const heads of [[H], [H, Hkv]]) {
+    const dys = heads.map((h) => randf32(rng, rows * h * D));
+    const olds = heads.map((h) => randf32(rng, rows * h * D));
+    const tdy = dys.map((d, j) => rt.tensor(`dy${j}`, d.length, d));
+    const tdx = olds.map((o, j) => rt.tensor(`dx${j}`, o.length, o));
+    const rec = rt.record();
+    rope.recordBackward(rec, {
+      table,
+      rows,
+      D,
+      S,
+      a: { src: tdy[0], dst: tdx[0], nHeads: heads[0] },
+      b: heads.length > 1 ? { src: tdy[1], dst: tdx[1], nHeads: heads[1] } : undefined,
+      accumulate: true,
+    });
+    const got = tdx.map((t) => rec.read(t));
+    rt.submit(rec);
+    for (let j = 0; j < heads.length; j++) {
+      const want = ropeBackward(dys[j], rows, heads[j], D, S, THETA).map((v, i) => v + olds[j][i]);
+      // One more rounded addition onto values of magnitude <= 1: 2^-24 * 2 more.
+      assertClose(await got[j], want, {
+        atol: TOL.atol + 1.2e-7,
+        rtol: 0,
+        what: `accumulate, ${heads.length} tensor(s), tensor ${j}`,
+      });
+    }
+    for (const t of [...tdy, ...tdx]) rt.free(t);
+  }
+  rt.free(table);
+});

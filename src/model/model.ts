@@ -182,8 +182,6 @@ export class InfiniGemma {
       dqr: Tensor | null;
       dkr: Tensor | null;
       dvA: Tensor | null;
-      dqRope: Tensor | null;
-      dkRope: Tensor | null;
       dq: Tensor | null;
       dk: Tensor | null;
       dv: Tensor | null;
@@ -371,8 +369,6 @@ export class InfiniGemma {
       dqr: tr("d.qr", rows * H * D),
       dkr: tr("d.kr", rows * Hkv * D),
       dvA: tr("d.vA", rows * Hkv * D),
-      dqRope: tr("d.qRope", rows * H * D),
-      dkRope: tr("d.kRope", rows * Hkv * D),
       dq: tr("d.q", rows * H * D),
       dk: tr("d.k", rows * Hkv * D),
       dv: tr("d.v", rows * Hkv * D),
@@ -752,19 +748,17 @@ export class InfiniGemma {
         dk: b.dkr!,
         dv: inf ? b.dvA! : b.dv!,
       }, { rows, S, H, Hkv });
+      // With memory, dq and dk already hold the memory path's share: RoPE's backward adds to it.
       k.rope.recordBackward(rec, {
         table: b.ropeTable,
         rows,
         D,
         S,
-        a: { src: b.dqr!, dst: inf ? b.dqRope! : b.dq!, nHeads: H },
-        b: { src: b.dkr!, dst: inf ? b.dkRope! : b.dk!, nHeads: Hkv },
+        a: { src: b.dqr!, dst: b.dq!, nHeads: H },
+        b: { src: b.dkr!, dst: b.dk!, nHeads: Hkv },
+        accumulate: !!inf,
       });
-      if (inf) {
-        k.add.record(rec, b.dq!, b.dqRope!, rows * H * D);
-        k.add.record(rec, b.dk!, b.dkRope!, rows * Hkv * D);
-        k.add.record(rec, b.dv!, b.dvA!, rows * Hkv * D);
-      }
+      if (inf) k.add.record(rec, b.dv!, b.dvA!, rows * Hkv * D);
       // q, k, v = xn1 W^T
       k.mm.backwardInput(rec, b.dxn!, b.dq!, lw.q, rows, H * D, C);
       k.mm.backwardInput(rec, b.dxn!, b.dk!, lw.k, rows, Hkv * D, C, 1);

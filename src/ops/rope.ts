@@ -54,6 +54,8 @@ export interface RopeArgs {
   a: RopeTensor;
   /** Optional second tensor rotated in the same dispatch (e.g. K next to Q). */
   b?: RopeTensor;
+  /** Add the result to dst instead of overwriting it (default false). */
+  accumulate?: boolean;
 }
 
 export class Rope {
@@ -114,8 +116,8 @@ export class Rope {
     const threads = rows * (a.nHeads + nB) * (D / 2);
     const groups = Math.ceil(threads / WG);
     const gx = Math.max(1, Math.min(groups, MAX_GROUPS)), gy = Math.ceil(groups / gx);
-    const params = new Params(7).u32(rows).u32(a.nHeads).u32(nB).u32(D).u32(S).u32(gx * WG)
-      .f32(sign);
+    const params = new Params(8).u32(rows).u32(a.nHeads).u32(nB).u32(D).u32(S).u32(gx * WG)
+      .f32(sign).u32(x.accumulate ? 1 : 0);
     if (b) rec.dispatch(this.two, [params, x.table, a.src, a.dst, b.src, b.dst], [gx, gy]);
     else rec.dispatch(this.one, [params, x.table, a.src, a.dst], [gx, gy]);
   }
