@@ -39,7 +39,10 @@ struct Params {
 
 override WG: u32 = 64u; // invocations (rows) per workgroup
 override D4: u32 = 4u; // head dim / 4
+override GH: u32 = 1u; // query heads per invocation of the read kernels (a divisor of H / Hkv)
 const MAXD4 = 4u;
+const MAXGH = 2u;
+const MAXGD4 = 8u; // MAXGH * MAXD4
 
 fn sigma4(x: vec4<f32>) -> vec4<f32> {
   return select(exp(x), x + 1.0, x > vec4<f32>(0.0));
@@ -66,7 +69,8 @@ fn rowOf(wg: vec3<u32>, lid: u32, g: u32) -> vec3<u32> {
   return vec3<u32>(row, bs, (b * p.Hkv + g) * p.nS + bs % p.nS);
 }
 
-// ---- retrieve_rows: grid (ceil(rows / WG), 1, H).
+// ---- retrieve_rows: grid (ceil(rows / WG), 1, H / GH). An invocation reads GH query heads
+// h0 .. h0 + GH - 1 of one KV group, so every M_{s-1} load serves GH heads.
 @group(0) @binding(1) var<storage, read> rt_q: array<vec4<f32>>; // (rows, H*D/4)
 @group(0) @binding(2) var<storage, read> rt_adot: array<vec4<f32>>; // (rows, H*D/4)
 @group(0) @binding(3) var<storage, read> rt_beta: array<f32>; // (H)
@@ -79,35 +83,54 @@ fn retrieve_rows(
   @builtin(workgroup_id) wg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let h = wg.z;
-  let r = rowOf(wg, lid, h / (p.H / p.Hkv));
+  let h0 = wg.z * GH;
+  let r = rowOf(wg, lid, h0 / (p.H / p.Hkv));
   if (r.x >= p.B * p.nS * p.S) { return; }
-  let gw = gate(rt_beta[h], p.mode);
-  let qo = (r.x * p.H + h) * D4;
-  var acc: array<vec4<f32>, MAXD4>;
-  for (var j = 0u; j < D4; j++) { acc[j] = vec4<f32>(0.0); }
-  var den = 0.0;
-  if (gw.x != 0.0) {
+  let qo = (r.x * p.H + h0) * D4; // head h0 + k at qo + k * D4
+  var gm: array<f32, MAXGH>;
+  var read = false;
+  for (var k = 0u; k < GH; k++) {
+    gm[k] = gate(rt_beta[h0 + k], p.mode).x;
+    read = read || gm[k] != 0.0;
+  }
+  var acc: array<vec4<f32>, MAXGD4>; // [k * MAXD4 + j]
+  for (var x = 0u; x < MAXGD4; x++) { acc[x] = vec4<f32>(0.0); }
+  var den: array<f32, MAXGH>;
+  for (var k = 0u; k < GH; k++) { den[k] = 0.0; }
+  if (read) {
     let mo = r.z * 4u * D4 * D4;
     for (var d = 0u; d < D4; d++) {
-      let u = sigma4(rt_q[qo + d]);
-      den += dot(u, rt_z[r.z * D4 + d]);
+      let zd = rt_z[r.z * D4 + d];
+      var u: array<vec4<f32>, MAXGH>;
+      for (var k = 0u; k < GH; k++) {
+        u[k] = sigma4(rt_q[qo + k * D4 + d]);
+        den[k] += dot(u[k], zd);
+      }
       for (var c = 0u; c < 4u; c++) {
-        let ui = vec4<f32>(u[c]);
         let mr = mo + (4u * d + c) * D4;
-        for (var j = 0u; j < D4; j++) { acc[j] = fma(ui, rt_M[mr + j], acc[j]); }
+        for (var j = 0u; j < D4; j++) {
+          let m = rt_M[mr + j];
+          for (var k = 0u; k < GH; k++) {
+            acc[k * MAXD4 + j] = fma(vec4<f32>(u[k][c]), m, acc[k * MAXD4 + j]);
+          }
+        }
       }
     }
   }
-  var inv = 0.0;
-  if (den != 0.0) { inv = 1.0 / den; }
-  for (var j = 0u; j < D4; j++) {
-    rt_A[qo + j] = gw.x * (acc[j] * inv) + gw.y * rt_adot[qo + j];
+  for (var k = 0u; k < GH; k++) {
+    let gw = gate(rt_beta[h0 + k], p.mode);
+    var inv = 0.0;
+    if (den[k] != 0.0) { inv = 1.0 / den[k]; }
+    for (var j = 0u; j < D4; j++) {
+      let o = qo + k * D4 + j;
+      rt_A[o] = gw.x * (acc[k * MAXD4 + j] * inv) + gw.y * rt_adot[o];
+    }
   }
 }
 
-// ---- retrieve_bwd_rows: grid (nTiles = ceil(rows / WG), 1, H). Per row, with u = sigma(q),
-// den = u . z, w = M_{s-1} dA (w_i = sum_j M_ij dA_j), e = (u . w) / den:
+// ---- retrieve_bwd_rows: grid (nTiles = ceil(rows / WG), 1, H / GH), GH heads of one KV group
+// per invocation as in retrieve_rows. Per row and head, with u = sigma(q), den = u . z,
+// w = M_{s-1} dA (w_i = sum_j M_ij dA_j), e = (u . w) / den:
 //   dq = sigma'(q) (gm / den) (w - e z),  coef = (gm / den, -(gm / den) e),  dA_dot = ga dA,
 //   dbeta term: learned e - dA . A_dot, read zeroed -dA . A_dot, memory off 0 (times g (1 - g)
 //   once per workgroup sum).
@@ -122,77 +145,106 @@ fn retrieve_rows(
 @group(0) @binding(9) var<storage, read_write> rb_coef: array<f32>; // (rows, H, 2)
 @group(0) @binding(10) var<storage, read_write> rb_dbpart: array<f32>; // (H, nTiles)
 
-var<workgroup> rb_dg: array<f32, 256>; // each row's dbeta term (WG <= 256)
+var<workgroup> rb_dg: array<f32, 512>; // [k][row]: each row's dbeta term (GH * WG <= 512)
 
 @compute @workgroup_size(WG)
 fn retrieve_bwd_rows(
   @builtin(workgroup_id) wg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let h = wg.z;
-  let r = rowOf(wg, lid, h / (p.H / p.Hkv));
-  let gw = gate(rb_beta[h], p.mode);
-  var dg = 0.0;
+  let h0 = wg.z * GH;
+  let r = rowOf(wg, lid, h0 / (p.H / p.Hkv));
+  var dg: array<f32, MAXGH>;
+  for (var k = 0u; k < GH; k++) { dg[k] = 0.0; }
   // Rows past the end take part in the barrier only.
   if (r.x < p.B * p.nS * p.S) {
-    let qo = (r.x * p.H + h) * D4;
-    var dA: array<vec4<f32>, MAXD4>;
-    var ad = 0.0; // dA . A_dot
-    for (var d = 0u; d < D4; d++) {
-      dA[d] = rb_dA[qo + d];
-      ad += dot(dA[d], rb_adot[qo + d]);
-      rb_dadot[qo + d] = gw.y * dA[d];
-    }
-    var cM = 0.0;
-    var e = 0.0;
-    if (gw.x != 0.0) {
-      let mo = r.z * 4u * D4 * D4;
-      var u: array<vec4<f32>, MAXD4>;
-      var w: array<vec4<f32>, MAXD4>;
-      var den = 0.0;
-      var uw = 0.0;
+    let qo = (r.x * p.H + h0) * D4; // head h0 + k at qo + k * D4
+    var gw: array<vec3<f32>, MAXGH>;
+    var read = false;
+    var dA: array<vec4<f32>, MAXGD4>; // [k * MAXD4 + j]
+    var ad: array<f32, MAXGH>; // dA . A_dot
+    for (var k = 0u; k < GH; k++) {
+      gw[k] = gate(rb_beta[h0 + k], p.mode);
+      read = read || gw[k].x != 0.0;
+      ad[k] = 0.0;
       for (var d = 0u; d < D4; d++) {
-        u[d] = sigma4(rb_q[qo + d]);
-        den += dot(u[d], rb_z[r.z * D4 + d]);
-        var wd = vec4<f32>(0.0);
+        let o = qo + k * D4 + d;
+        let x = rb_dA[o];
+        dA[k * MAXD4 + d] = x;
+        ad[k] += dot(x, rb_adot[o]);
+        rb_dadot[o] = gw[k].y * x;
+      }
+    }
+    var cM: array<f32, MAXGH>;
+    var e: array<f32, MAXGH>;
+    for (var k = 0u; k < GH; k++) {
+      cM[k] = 0.0;
+      e[k] = 0.0;
+    }
+    if (read) {
+      let mo = r.z * 4u * D4 * D4;
+      var u: array<vec4<f32>, MAXGD4>;
+      var w: array<vec4<f32>, MAXGD4>;
+      var den: array<f32, MAXGH>;
+      var uw: array<f32, MAXGH>;
+      for (var k = 0u; k < GH; k++) {
+        den[k] = 0.0;
+        uw[k] = 0.0;
+      }
+      for (var d = 0u; d < D4; d++) {
+        let zd = rb_z[r.z * D4 + d];
+        var wd: array<vec4<f32>, MAXGH>;
+        for (var k = 0u; k < GH; k++) {
+          u[k * MAXD4 + d] = sigma4(rb_q[qo + k * D4 + d]);
+          den[k] += dot(u[k * MAXD4 + d], zd);
+          wd[k] = vec4<f32>(0.0);
+        }
         for (var c = 0u; c < 4u; c++) {
           let mr = mo + (4u * d + c) * D4;
-          var s = 0.0;
-          for (var j = 0u; j < D4; j++) { s += dot(rb_M[mr + j], dA[j]); }
-          wd[c] = s;
+          for (var j = 0u; j < D4; j++) {
+            let m = rb_M[mr + j];
+            for (var k = 0u; k < GH; k++) { wd[k][c] += dot(m, dA[k * MAXD4 + j]); }
+          }
         }
-        w[d] = wd;
-        uw += dot(u[d], wd);
+        for (var k = 0u; k < GH; k++) {
+          w[k * MAXD4 + d] = wd[k];
+          uw[k] += dot(u[k * MAXD4 + d], wd[k]);
+        }
       }
-      if (den != 0.0) {
-        cM = gw.x / den;
-        e = uw / den;
+      for (var k = 0u; k < GH; k++) {
+        if (den[k] != 0.0) {
+          cM[k] = gw[k].x / den[k];
+          e[k] = uw[k] / den[k];
+        }
+        for (var d = 0u; d < D4; d++) {
+          let o = qo + k * D4 + d;
+          let x = k * MAXD4 + d;
+          var dq = cM[k] * (w[x] - e[k] * rb_z[r.z * D4 + d]) * dsig4(u[x]);
+          if (p.accDq != 0u) { dq += rb_dq[o]; }
+          rb_dq[o] = dq;
+        }
       }
-      for (var d = 0u; d < D4; d++) {
-        var dq = cM * (w[d] - e * rb_z[r.z * D4 + d]) * dsig4(u[d]);
-        if (p.accDq != 0u) { dq += rb_dq[qo + d]; }
-        rb_dq[qo + d] = dq;
-      }
-    } else {
-      for (var d = 0u; d < D4; d++) {
-        var dq = vec4<f32>(0.0);
-        if (p.accDq != 0u) { dq = rb_dq[qo + d]; }
-        rb_dq[qo + d] = dq;
+    } else if (p.accDq == 0u) {
+      for (var k = 0u; k < GH; k++) {
+        for (var d = 0u; d < D4; d++) { rb_dq[qo + k * D4 + d] = vec4<f32>(0.0); }
       }
     }
-    let crow = r.x * p.H + h;
-    rb_coef[crow * 2u] = cM;
-    rb_coef[crow * 2u + 1u] = -cM * e;
     let cm = select(0.0, 1.0, p.mode == 0u);
     let ca = select(1.0, 0.0, p.mode == 1u);
-    dg = cm * e - ca * ad;
+    for (var k = 0u; k < GH; k++) {
+      let crow = r.x * p.H + h0 + k;
+      rb_coef[crow * 2u] = cM[k];
+      rb_coef[crow * 2u + 1u] = -cM[k] * e[k];
+      dg[k] = cm * e[k] - ca * ad[k];
+    }
   }
-  rb_dg[lid] = dg;
+  for (var k = 0u; k < GH; k++) { rb_dg[k * WG + lid] = dg[k]; }
   workgroupBarrier();
-  if (lid == 0u) {
+  if (lid < GH) {
+    let g = gate(rb_beta[h0 + lid], p.mode).z;
     var sum = 0.0;
-    for (var i = 0u; i < WG; i++) { sum += rb_dg[i]; }
-    rb_dbpart[h * p.nTiles + wg.x] = sum * gw.z * (1.0 - gw.z);
+    for (var i = 0u; i < WG; i++) { sum += rb_dg[lid * WG + i]; }
+    rb_dbpart[(h0 + lid) * p.nTiles + wg.x] = sum * g * (1.0 - g);
   }
 }
 

@@ -327,9 +327,20 @@ export class InfiniMemory {
       rows && rowEntries.includes(e)
         ? rt.pipeline(infiniRowsKernel, `${e}_rows`, kinds, { WG: ROWS_WG, D4: D / 4 })
         : rt.pipeline(kernel, e, kinds, constants(e));
+    // The row read kernels also come in a version that reads two query heads of a KV group
+    // per invocation (GH = 2, for groups of an even size): one load of M serves both.
+    const pairs = rows
+      ? [...fwd, ...bwd].filter(([e]) => e === "retrieve" || e === "retrieve_bwd").map((
+        [e, kinds],
+      ) => [`${e}@2`, kinds, e] as const)
+      : [];
     const entries = await Promise.all([
       ...fwd.map(async ([e, kinds]) => [e, await pipe(infiniKernel, e, kinds)]),
       ...bwd.map(async ([e, kinds]) => [e, await pipe(infiniBackwardKernel, e, kinds)]),
+      ...pairs.map(async ([name, kinds, e]) => [
+        name,
+        await rt.pipeline(infiniRowsKernel, `${e}_rows`, kinds, { WG: ROWS_WG, D4: D / 4, GH: 2 }),
+      ]),
     ]);
     const cap = opts.segmentsPerDispatch ?? Infinity;
     if (!(cap >= 1)) throw new RangeError(`Infini memory: segmentsPerDispatch ${cap}`);
@@ -350,6 +361,11 @@ export class InfiniMemory {
       W: rule === "delta" ? rows * sh.Hkv * sh.D : 0,
       work: workLayout(sh, rule).total,
     };
+  }
+
+  /** Query heads one invocation of the row read kernels handles: 2 for even groups, else 1. */
+  #headsPerInvocation(sh: InfiniShape): 1 | 2 {
+    return this.rows && (sh.H / sh.Hkv) % 2 === 0 ? 2 : 1;
   }
 
   /** Grid of retrieve and kv_bwd_*: column groups, blocks of RY 8-row blocks, heads. */
@@ -467,7 +483,8 @@ export class InfiniMemory {
         ], [Math.ceil(D / 8), B * Hkv]);
       }
     }
-    rec.dispatch(P.retrieve, [
+    const gh = this.#headsPerInvocation(sh);
+    rec.dispatch(gh === 2 ? P["retrieve@2"] : P.retrieve, [
       this.#params(sh, a.mode),
       a.q,
       a.adot,
@@ -475,7 +492,7 @@ export class InfiniMemory {
       a.Mprev,
       a.zprev,
       a.A,
-    ], this.#rowGrid(sh, H));
+    ], this.#rowGrid(sh, H / gh));
   }
 
   /** Records the backward: dA_dot, dq, dk, dv, dbeta (+=), dM_in and dz_in. */
@@ -521,7 +538,8 @@ export class InfiniMemory {
       accDv: a.accumulate?.dv ? 1 : 0,
     };
     const prm = this.#params(sh, a.mode, flags);
-    rec.dispatch(P.retrieve_bwd, [
+    const gh = this.#headsPerInvocation(sh);
+    rec.dispatch(gh === 2 ? P["retrieve_bwd@2"] : P.retrieve_bwd, [
       prm,
       a.q,
       a.adot,
@@ -533,7 +551,7 @@ export class InfiniMemory {
       a.dq,
       coef,
       dbpart,
-    ], this.rows ? [nTiles, 1, H] : [nTiles, H]);
+    ], this.rows ? [nTiles, 1, H / gh] : [nTiles, H]);
     const t = Math.ceil(D / UPDATE_TILE);
     rec.dispatch(
       P.state_grads,
