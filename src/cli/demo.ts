@@ -90,10 +90,9 @@ folder. No download.
   --task recall    (default) the micro model on the associative-recall task: under 2
                    minutes on 2 CPU cores through software Vulkan
   --task passkey   the 5-digit passkey task with a 39k-parameter model: ${DEMO_TASKS.passkey.train.steps} steps take
-                   about 13 minutes here (measured with the same recipe: at chance until
-                   ~700 steps, validation exact match 0.8 at step 1,400, 1.0 from
-                   2,200); with fewer steps the demo says plainly if it did not break
-                   through
+                   about 10 minutes here (measured with the same recipe: at chance until
+                   ~800 steps, validation exact match 0.9 from step 1,500); with fewer
+                   steps the demo says plainly if it did not break through
 
 Options:
   --task NAME      recall or passkey (default recall)
