@@ -19,9 +19,10 @@
  * here: the notes' 39k-parameter model (segments of 32 bytes) initialised N(0, 0.1), batch 32,
  * AdamW 0.9/0.95 without weight decay, 30 warm-up steps (20 in later stages) then cosine,
  * clip 1, answer digits weighted 254 (at 4 segments 10x the rest of the sequence together),
- * a fifth of the keys with their digits at a segment start (--boundary), lr 1e-2 for the first stage and 3e-3 for the lengthening ones (the first stage is
- * `demo --task passkey`). The notes' own recipe is `--stages 4:2500 --lr 0.003 --warmup 100
- * --answer-weight 25.4 --sets hiddenSize=32,intermediateSize=128,headDim=8`.
+ * a fifth of the keys with their digits at a segment start (--boundary), lr 1e-2 for the first
+ * stage and 3e-3 for the lengthening ones (the first stage is `demo --task passkey`). The
+ * notes' own recipe is `--stages 4:2500 --lr 0.003 --warmup 100 --answer-weight 25.4 --boundary 0
+ * --sets hiddenSize=32,intermediateSize=128,headDim=8`.
  * `--task recall` trains the micro model on the recall task (default `--stages 2:200 --lr
  * 0.003 --warmup 100`).
  * `--sets` overrides config fields of the tiny preset (e.g. initStd=0.1); `--eval` lists the

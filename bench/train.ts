@@ -36,6 +36,12 @@ const values = benchArgs(import.meta.url, {
 });
 const STEPS = Number(values.steps);
 const ROUNDS = Number(values.rounds);
+for (const [flag, v] of [["steps", STEPS], ["rounds", ROUNDS]] as const) {
+  if (!Number.isInteger(v) || v < 1) {
+    console.error(`error: --${flag} must be an integer >= 1, got '${values[flag]}'`);
+    Deno.exit(2);
+  }
+}
 const rt = await Runtime.create();
 console.log(`adapter: ${rt.describe()}`);
 
