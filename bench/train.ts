@@ -96,7 +96,6 @@ async function stepper(cfg: ModelConfig, B: number) {
   return {
     /** Seconds per step over n steps, submitted as the trainer does (readback two steps late). */
     async run(n: number): Promise<number> {
-      model.setBatch(tokens, tokens); // this model's batch (the other model ran in between)
       const pending: Promise<Float32Array>[] = [];
       const t0 = performance.now();
       for (let i = 0; i < n; i++) {
