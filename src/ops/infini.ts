@@ -185,6 +185,11 @@ function rowBlocks(sh: InfiniShape): number {
   return sh.B * sh.nS * Math.ceil(sh.S / 8);
 }
 
+/** Workgroups of update_rows and state_grads_rows: one invocation per row of every state. */
+function stateRowGroups(sh: InfiniShape): number {
+  return Math.ceil(sh.B * sh.Hkv * sh.nS * sh.D / ROWS_WG);
+}
+
 /** Workgroups of retrieve_bwd along x: one dbeta partial each. */
 function rbTiles(sh: InfiniShape, rows: boolean): number {
   return rows
@@ -321,26 +326,24 @@ export class InfiniMemory {
         : ["retrieve", "kv_bwd_linear", "kv_bwd_delta"].includes(e)
         ? rowC
         : {};
-    // The row kernels replace these entry points, with the same bindings.
+    // The row kernels replace these entry points, with the same bindings; the read kernels
+    // also come in a version that reads two query heads of a KV group per invocation ("@2":
+    // GH = 2, for groups of an even size), so that one load of M serves both.
     const rowEntries = ["update", "retrieve", "retrieve_bwd", "state_grads", "kv_bwd_linear"];
-    const pipe = (kernel: Kernel, e: string, kinds: BindingKind[]) =>
-      rows && rowEntries.includes(e)
-        ? rt.pipeline(infiniRowsKernel, `${e}_rows`, kinds, { WG: ROWS_WG, D4: D / 4 })
-        : rt.pipeline(kernel, e, kinds, constants(e));
-    // The row read kernels also come in a version that reads two query heads of a KV group
-    // per invocation (GH = 2, for groups of an even size): one load of M serves both.
-    const pairs = rows
-      ? [...fwd, ...bwd].filter(([e]) => e === "retrieve" || e === "retrieve_bwd").map((
-        [e, kinds],
-      ) => [`${e}@2`, kinds, e] as const)
-      : [];
+    const rowPipe = (e: string, kinds: BindingKind[], GH = 1) =>
+      rt.pipeline(infiniRowsKernel, `${e}_rows`, kinds, { WG: ROWS_WG, D4: D / 4, GH });
+    const pipes = (kernel: Kernel, list: [string, BindingKind[]][]) =>
+      list.flatMap(([e, kinds]): Promise<[string, Pipeline]>[] => {
+        if (!rows || !rowEntries.includes(e)) {
+          return [rt.pipeline(kernel, e, kinds, constants(e)).then((p) => [e, p])];
+        }
+        const one = rowPipe(e, kinds).then((p): [string, Pipeline] => [e, p]);
+        if (e !== "retrieve" && e !== "retrieve_bwd") return [one];
+        return [one, rowPipe(e, kinds, 2).then((p): [string, Pipeline] => [`${e}@2`, p])];
+      });
     const entries = await Promise.all([
-      ...fwd.map(async ([e, kinds]) => [e, await pipe(infiniKernel, e, kinds)]),
-      ...bwd.map(async ([e, kinds]) => [e, await pipe(infiniBackwardKernel, e, kinds)]),
-      ...pairs.map(async ([name, kinds, e]) => [
-        name,
-        await rt.pipeline(infiniRowsKernel, `${e}_rows`, kinds, { WG: ROWS_WG, D4: D / 4, GH: 2 }),
-      ]),
+      ...pipes(infiniKernel, fwd),
+      ...pipes(infiniBackwardKernel, bwd),
     ]);
     const cap = opts.segmentsPerDispatch ?? Infinity;
     if (!(cap >= 1)) throw new RangeError(`Infini memory: segmentsPerDispatch ${cap}`);
@@ -369,8 +372,8 @@ export class InfiniMemory {
   }
 
   /** Grid of retrieve and kv_bwd_*: column groups, blocks of RY 8-row blocks, heads. */
-  #rowGrid(sh: InfiniShape, heads: number, linear = true): [number, number, number] {
-    if (this.rows && linear) return [rbTiles(sh, true), 1, heads];
+  #rowGrid(sh: InfiniShape, heads: number, rows = this.rows): [number, number, number] {
+    if (rows) return [rbTiles(sh, true), 1, heads];
     const { CX, RY } = rowTiling(sh.D);
     return [Math.ceil(sh.D / (8 * CX)), Math.ceil(rowBlocks(sh) / RY), heads];
   }
@@ -456,7 +459,7 @@ export class InfiniMemory {
       rec.dispatch(
         P.update,
         [this.#params(sh, a.mode), a.k, a.v, a.Mprev, a.zprev],
-        this.rows ? [Math.ceil(B * Hkv * nS * D / ROWS_WG), 1, 1] : [t, t, B * Hkv * nS],
+        this.rows ? [stateRowGroups(sh), 1, 1] : [t, t, B * Hkv * nS],
       );
       rec.dispatch(P.scan, [
         this.#params(sh, a.mode, { hasBase: 1 }),
@@ -556,7 +559,7 @@ export class InfiniMemory {
     rec.dispatch(
       P.state_grads,
       [prm, a.q, a.dA, coef, dbpart, Gslot, gzslot, a.dbeta],
-      this.rows ? [Math.ceil(B * Hkv * nS * D / ROWS_WG) + 1, 1, 1] : [t, t, B * Hkv * nS + 1],
+      this.rows ? [stateRowGroups(sh) + 1, 1, 1] : [t, t, B * Hkv * nS + 1],
     );
     // With no dMout the base bindings are never read; any read-only tensor fills the slot.
     const dMout = a.dMout ?? a.Mprev, dzout = a.dzout ?? a.zprev;
@@ -600,7 +603,7 @@ export class InfiniMemory {
         Gslot,
         gzslot,
         a.dk,
-      ], this.#rowGrid(sh, Hkv, false));
+      ], this.#rowGrid(sh, Hkv, false)); // no row version of kv_bwd_delta
     }
   }
 }
