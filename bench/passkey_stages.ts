@@ -112,13 +112,13 @@ const summary: {
 // A first stage may continue from an earlier run's weights (e.g. more steps at 4 segments).
 let prev: string | undefined = values["init-from"];
 for (const [i, [maxSeg, steps, stageLr]] of stages.entries()) {
-  // recall: the micro model (segments of 16 bytes) with its own defaults.
-  const S = taskName === "recall" ? 16 : 32;
-  const cfg = resolveConfig(taskName === "recall" ? "micro" : "tiny", [
-    ...(taskName === "recall" ? [] : values.sets.split(",").filter(Boolean)),
-    `memoryUpdate=${rule}`,
-    `seqLength=${maxSeg * S}`,
-  ]);
+  // recall: the micro model with its own defaults. The segment length is the preset's unless
+  // --sets gives one (e.g. segmentLength=64, where a control sample fits).
+  const preset = taskName === "recall" ? "micro" : "tiny";
+  const sets = taskName === "recall" ? [] : values.sets.split(",").filter(Boolean);
+  const setS = sets.find((kv) => kv.startsWith("segmentLength="))?.split("=")[1];
+  const S = setS === undefined ? resolveConfig(preset).segmentLength : Number(setS);
+  const cfg = resolveConfig(preset, [...sets, `memoryUpdate=${rule}`, `seqLength=${maxSeg * S}`]);
   const mixture = i > 0 || values["first-mixture"] === true;
   const lengths = mixture ? BUCKETS.filter((b) => b <= maxSeg) : [maxSeg];
   const dir = `${out}/stage${i + 1}`;

@@ -2,7 +2,8 @@
  * The trainer end to end: a tiny model learns to use its memory, and a resumed run is
  * identical to an uninterrupted one.
  */
-import { deepEqual, ok } from "node:assert/strict";
+import { deepEqual, ok, rejects } from "node:assert/strict";
+import { UserError } from "../src/cli/errors.ts";
 import { resolveConfig } from "../src/model/config.ts";
 import { RecallSource } from "../src/train/data.ts";
 import { train, TRAIN_DEFAULTS, type TrainOptions, validate } from "../src/train/trainer.ts";
@@ -92,6 +93,46 @@ gpuTest(
       deepEqual(resumed.losses.map((s) => s.step), [1, 2, 3, 4, 5, 6]);
       const [pa, pb] = [await straight.model.readParams(), await resumed.model.readParams()];
       deepEqual(pb, pa);
+    } finally {
+      await Deno.remove(a, { recursive: true });
+      await Deno.remove(b, { recursive: true });
+    }
+  },
+);
+
+gpuTest(
+  "train: --init-from takes weights across a new seqLength or segmentLength, not a new shape",
+  async (rt) => {
+    const cfg = resolveConfig(PRESET);
+    const base = { ...TRAIN_DEFAULTS, batch: 2, warmup: 1, logEvery: 1, evalEvery: 0 };
+    const a = await Deno.makeTempDir({ prefix: "infini-init-a-" });
+    const b = await Deno.makeTempDir({ prefix: "infini-init-b-" });
+    try {
+      const first = await train(rt, cfg, { ...base, out: a, steps: 1 }, new RecallSource(cfg, 3), {
+        ...quiet,
+      });
+      const weights = await first.model.readParams();
+      // Segments of 8 instead of 16 and a longer sequence: the same tensors, so the same start.
+      const cfg2 = resolveConfig(PRESET, ["segmentLength=8", "seqLength=64"]);
+      const second = await train(
+        rt,
+        cfg2,
+        { ...base, out: b, steps: 1, lr: 0, initFrom: a },
+        new RecallSource(cfg2, 3),
+        quiet,
+      );
+      deepEqual(await second.model.readParams(), weights);
+      const wider = resolveConfig(PRESET, ["intermediateSize=128"]);
+      await rejects(
+        train(
+          rt,
+          wider,
+          { ...base, out: b, steps: 1, initFrom: a },
+          new RecallSource(wider, 3),
+          quiet,
+        ),
+        (e: Error) => e instanceof UserError && /intermediateSize/.test(e.message),
+      );
     } finally {
       await Deno.remove(a, { recursive: true });
       await Deno.remove(b, { recursive: true });

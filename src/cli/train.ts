@@ -57,7 +57,8 @@ Output:
   --save-every N         checkpoint every N steps (default ${D.saveEvery}; always at the end)
   --resume               continue from DIR/checkpoint with identical results
   --init-from CKPT       start from another run's weights (a staged schedule: same model,
-                         a longer --set seqLength; fresh optimizer and schedule)
+                         a longer --set seqLength or segmentLength; fresh optimizer and
+                         schedule)
   --stop-after N         stop after step N with a checkpoint (resume later with --resume)
   -h, --help             this help
 

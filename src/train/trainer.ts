@@ -193,10 +193,15 @@ export async function train(
     io.info(`resumed from ${ckptDir} at step ${step}`);
   } else if (o.initFrom) {
     const ck = await openCheckpoint(o.initFrom);
-    const diff = configDiff({ ...ck.config, seqLength: cfg.seqLength }, cfg);
+    // Neither length changes a tensor: a staged schedule lengthens the sequence, and a model
+    // may move to longer segments (RoPE positions are relative).
+    const diff = configDiff(
+      { ...ck.config, seqLength: cfg.seqLength, segmentLength: cfg.segmentLength },
+      cfg,
+    );
     if (diff.length) {
       throw new UserError(
-        `${ck.dir}: --init-from needs the same model (only seqLength may differ): ${
+        `${ck.dir}: --init-from needs the same model (only seqLength and segmentLength may differ): ${
           diff.join("; ")
         }`,
       );
