@@ -3,7 +3,8 @@
 // scratch; these entry points do the rest. Per row r, target t_r (IGNORE = 0xFFFFFFFF takes no
 // part), weight w_r (1 when unweighted):
 //   lse_chunk  running max m_r and sum s_r of exp(l - m_r) across chunks (online log-sum-exp),
-//              and the target's logit when t_r falls inside this chunk
+//              and the target's logit when t_r falls inside this chunk (lse_rows: the same for
+//              short chunks, one invocation per row)
 //   finish     lse_r = m_r + log s_r;  nll_r = lse_r - l_{r,t_r} (0 on ignored rows, NaN when
 //              t_r >= V);  loss[lossIndex] = scale * sum_r w_r nll_r (one workgroup, fixed order)
 //   dlogits    in place on the chunk: dl_rv = scale * w_r * (exp(l_rv - lse_r) - [v0 + v == t_r]),
@@ -77,18 +78,47 @@ fn lse_chunk(
     }
     workgroupBarrier();
   }
-  if (t == 0u) {
-    var st = state[r];
-    if (p.first == 1u) {
-      st = vec4<f32>(m, s, 0.0, 0.0);
-    } else {
-      let mm = max(st.x, m);
-      st = vec4<f32>(mm, st.y * exp(st.x - mm) + s * exp(m - mm), st.z, st.w);
-    }
-    let tg = targets[r];
-    if (tg >= p.v0 && tg - p.v0 < p.n) { st.z = logits[base + tg - p.v0]; }
-    state[r] = st;
+  if (t == 0u) { fold_chunk(r, m, s); }
+}
+
+// Merges a row's (max m, sum s) over this chunk into its running state, and records the
+// target's logit when the target falls inside the chunk.
+fn fold_chunk(r: u32, m: f32, s: f32) {
+  var st = state[r];
+  if (p.first == 1u) {
+    st = vec4<f32>(m, s, 0.0, 0.0);
+  } else {
+    let mm = max(st.x, m);
+    st = vec4<f32>(mm, st.y * exp(st.x - mm) + s * exp(m - mm), st.z, st.w);
   }
+  let tg = targets[r];
+  if (tg >= p.v0 && tg - p.v0 < p.n) { st.z = logits[r * p.n + tg - p.v0]; }
+  state[r] = st;
+}
+
+// lse_chunk for short chunks (n <= 1024, the byte vocabulary's 258): one invocation per row walks
+// the row in order with the same online (max, sum) update. On a CPU adapter the 64-wide tree and
+// its barriers cost more than the columns themselves. Rows on a 2-D grid of 64-row workgroups.
+@compute @workgroup_size(64)
+fn lse_rows(
+  @builtin(workgroup_id) wg: vec3<u32>,
+  @builtin(num_workgroups) groups: vec3<u32>,
+  @builtin(local_invocation_index) t: u32,
+) {
+  let r = (wg.y * groups.x + wg.x) * WG + t;
+  if (r >= p.rows) { return; }
+  let base = r * p.n;
+  var m = -3.0e38;
+  var s = 0.0;
+  for (var j = 0u; j < p.n; j++) {
+    let l = logits[base + j];
+    let d = l - m;
+    let e = exp(-abs(d));
+    let up = d > 0.0;
+    s = select(s + e, fma(s, e, 1.0), up);
+    m = select(m, l, up);
+  }
+  fold_chunk(r, m, s);
 }
 
 const FWG = 256u;

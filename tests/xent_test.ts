@@ -64,6 +64,8 @@ interface Case {
   chunk?: number;
   weighted: boolean;
   lossIndex: number;
+  /** Log-sum-exp one invocation per row (lse_rows); default the 64-wide tree (lse_chunk). */
+  lseRows?: boolean;
 }
 
 // Tolerances from f32 arithmetic (measured errors are 3-10x below them).
@@ -98,7 +100,13 @@ async function runCase(rt: Runtime, k: Case, seed: number) {
   const weights = k.weighted ? randf32(rng, rows).map((v) => 1 + v) : undefined;
   const de0 = randf32(rng, V * C);
   const scale = 1 / count;
-  const xent = await Xent.create(rt, { maxRows: k.maxRows, V, C, chunk: k.chunk });
+  const xent = await Xent.create(rt, {
+    maxRows: k.maxRows,
+    V,
+    C,
+    chunk: k.chunk,
+    rows: k.lseRows ?? false,
+  });
   const tx = rt.tensor("x", rows * C, x), tE = rt.tensor("E", V * C, e);
   const tt = rt.tensor("targets", rows, t);
   const tw = weights ? rt.tensor("weights", rows, weights) : undefined;
@@ -124,7 +132,7 @@ async function runCase(rt: Runtime, k: Case, seed: number) {
   const ref: XentRefArgs = { x, e, targets: t, weights, scale, rows, V, C };
   const what = `rows ${rows} V ${V} C ${C} chunk ${xent.plan.chunk}${
     k.weighted ? " weighted" : ""
-  }`;
+  }${k.lseRows ? " lse_rows" : ""}`;
   const fwd = xentForward(ref), bwd = xentBackward(ref);
   assertClose([loss[k.lossIndex]], [fwd.loss], { ...NLL_TOL, what: `${what} loss` });
   assertClose(nll, fwd.nll, { ...NLL_TOL, what: `${what} nll` });
@@ -167,6 +175,22 @@ gpuTest("xent: several chunks with a ragged last one match the f64 reference", a
   assert.equal(r.xent.plan.chunks, 6);
   assert.equal(r.nll[2], 0); // ignored row
   freeAll(rt, [...r.free, r.tdx, r.tdE, r.args.nll, r.args.weights], r.xent);
+});
+
+gpuTest("xent: lse_rows (one invocation per row) matches the f64 reference", async (rt) => {
+  // The byte vocabulary's one chunk of 258 over 130 rows (three workgroups, the last ragged),
+  // weighted; then V 333 in chunks of 64, where the running state merges across six chunks.
+  for (
+    const [k, chunks] of [
+      [{ rows: 130, maxRows: 130, V: 258, C: 24, weighted: true, lossIndex: 1 }, 1],
+      [{ rows: 37, maxRows: 40, V: 333, C: 29, chunk: 64, weighted: false, lossIndex: 0 }, 6],
+    ] as const
+  ) {
+    const r = await runCase(rt, { ...k, lseRows: true }, 11);
+    assert.equal(r.xent.plan.chunks, chunks);
+    assert.equal(r.nll[2], 0); // ignored row
+    freeAll(rt, [...r.free, r.tdx, r.tdE, r.args.nll, r.args.weights], r.xent);
+  }
 });
 
 gpuTest("xent: one chunk, weighted rows, fewer rows than planned, loss at an index", async (rt) => {
