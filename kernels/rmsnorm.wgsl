@@ -10,6 +10,10 @@
 // over C and the row sums go through workgroup memory in a fixed order (no atomics,
 // reproducible). WG is a tuning: 8 on CPU rasterisers (every thread re-reads the WG partials,
 // cheap at 8; on lavapipe 64 threads made the forward ~4x slower), 64 on GPUs.
+// On CPU adapters with C % 4 == 0 the backward is instead backward_dx_rows (one invocation per
+// row, dx only, in vec4s) and backward_partial_rows (one invocation per block and 4 columns, the
+// same partial sums in the same order as backward_rows), then backward_dw: no workgroup memory
+// and no barriers, which lavapipe pays for once per row in backward_rows.
 
 struct Params {
   rows: u32,
@@ -131,4 +135,58 @@ fn backward_dw(@builtin(global_invocation_id) gid: vec3<u32>) {
   var t = 0.0;
   for (var b = 0u; b < p.nblocks; b++) { t += d_partial[b * p.C + c]; }
   dw[c] += t;
+}
+
+// backward_dx_rows, backward_partial_rows (bindings as backward_rows, seen as vec4s)
+@group(0) @binding(1) var<storage, read> v_dy: array<vec4<f32>>;         // (rows, C / 4)
+@group(0) @binding(2) var<storage, read> v_x: array<vec4<f32>>;          // (rows, C / 4)
+@group(0) @binding(3) var<storage, read> v_w: array<vec4<f32>>;          // (C / 4)
+@group(0) @binding(5) var<storage, read_write> v_dx: array<vec4<f32>>;   // (rows, C / 4)
+@group(0) @binding(6) var<storage, read_write> v_partial: array<vec4<f32>>; // (nblocks, C / 4)
+
+const RWG = 64u; // invocations per workgroup of the two row kernels; mirrored in rmsnorm.ts
+
+// Invocation index on a 2-D grid of RWG-wide workgroups (p.gx along x).
+fn row_index(wg: vec3<u32>, t: u32) -> u32 {
+  return (wg.y * p.gx + wg.x) * RWG + t;
+}
+
+@compute @workgroup_size(RWG)
+fn backward_dx_rows(
+  @builtin(workgroup_id) wg: vec3<u32>,
+  @builtin(local_invocation_index) t: u32,
+) {
+  let row = row_index(wg, t);
+  if (row >= p.rows) { return; }
+  let C4 = p.C / 4u;
+  let o = row * C4;
+  let rs = b_rstd[row];
+  var acc = vec4<f32>(0.0);
+  for (var c = 0u; c < C4; c++) {
+    acc = fma(v_dy[o + c] * (1.0 + v_w[c]), v_x[o + c], acc);
+  }
+  let k = rs * rs * ((acc.x + acc.y) + (acc.z + acc.w)) / f32(p.C);
+  for (var c = 0u; c < C4; c++) {
+    var d = rs * (v_dy[o + c] * (1.0 + v_w[c]) - v_x[o + c] * k);
+    if (p.accumulate != 0u) { d += v_dx[o + c]; }
+    v_dx[o + c] = d;
+  }
+}
+
+@compute @workgroup_size(RWG)
+fn backward_partial_rows(
+  @builtin(workgroup_id) wg: vec3<u32>,
+  @builtin(local_invocation_index) t: u32,
+) {
+  let C4 = p.C / 4u;
+  let i = row_index(wg, t);
+  if (i >= p.nblocks * C4) { return; }
+  let blk = i / C4;
+  let c = i % C4;
+  let r1 = min((blk + 1u) * RB, p.rows);
+  var acc = vec4<f32>(0.0);
+  for (var row = blk * RB; row < r1; row++) {
+    acc += v_dy[row * C4 + c] * v_x[row * C4 + c] * b_rstd[row];
+  }
+  v_partial[blk * C4 + c] = acc;
 }

@@ -40,8 +40,12 @@ function bounds(
   rows: number,
   C: number,
   WG: number,
+  rowBackward: boolean,
 ) {
   const u = 2 ** -24, chain = Math.ceil(C / WG) + WG, nb = Math.ceil(rows / 32);
+  // The backward's signed row sum: C / WG terms per thread then WG partials, or on the row
+  // path C / 4 terms per vec4 lane then the 4 lanes.
+  const bChain = rowBackward ? C / 4 + 4 : chain;
   const eR = (chain / 2 + 3) * u;
   const { y, rstd } = rmsnormForward(x, w, rows, C, EPS);
   const by = y.map((v) => 2 * (eR + 3 * u) * Math.abs(v));
@@ -54,7 +58,7 @@ function bounds(
     for (let c = 0; c < C; c++) {
       const i = r * C + c, g = Math.abs(dy[i] * (1 + w[c]));
       bdx[i] = 2 * (rs * g * (eR + 4 * u) +
-        rs ** 3 * Math.abs(x[i]) * sgx / C * (3 * eR + (chain + 4) * u) +
+        rs ** 3 * Math.abs(x[i]) * sgx / C * (3 * eR + (bChain + 4) * u) +
         (dx0 ? u * Math.abs(dx0[i]) : 0));
       sdw[c] += Math.abs(dy[i] * x[i] * rs);
     }
@@ -132,10 +136,10 @@ async function checkShape(
   if (opts.residual) deepStrictEqual(sum, xs);
   const ref = rmsnormForward(xs, w, rows, C, EPS);
   const bref = rmsnormBackward(dy, xs, w, rows, C, EPS);
-  const b = bounds(xs, w, dy, dx0, dw0, rows, C, norm.threads);
+  const b = bounds(xs, w, dy, dx0, dw0, rows, C, norm.threads, norm.rowBackward(C));
   const what = `WG ${norm.threads} rows ${rows} C ${C}${opts.residual ? " +residual" : ""}${
     opts.accumulate ? " dx+=" : ""
-  }`;
+  }${norm.rowBackward(C) ? " (row backward)" : ""}`;
   assertBounded(y, ref.y, b.by, `${what} y`);
   assertBounded(rstd, ref.rstd, b.br, `${what} rstd`);
   assertBounded(dx, dx0 ? bref.dx.map((v, i) => v + dx0[i]) : bref.dx, b.bdx, `${what} dx`);
@@ -147,7 +151,9 @@ for (const profile of ["cpu", "gpu"] as Profile[]) {
   gpuTest(`rmsnorm ${profile} tuning: forward and backward match the f64 reference`, async (rt) => {
     const norm = await RmsNorm.create(rt, profile);
     const rng = new Rng(8);
-    for (const [rows, C] of [[1, 1], [13, 37], [65, 130], [97, 2048]]) {
+    // C % 4 == 0 takes the row backward on "cpu": 64 and 2048; 65 and 97 rows end part-way
+    // through a 64-row workgroup and a 32-row block.
+    for (const [rows, C] of [[1, 1], [13, 37], [65, 130], [65, 64], [97, 2048]]) {
       await checkShape(rt, norm, rng, rows, C, { residual: false, accumulate: false });
     }
   });
@@ -155,7 +161,7 @@ for (const profile of ["cpu", "gpu"] as Profile[]) {
   gpuTest(`rmsnorm ${profile} tuning: fused residual add and dx accumulation`, async (rt) => {
     const norm = await RmsNorm.create(rt, profile);
     const rng = new Rng(9);
-    for (const [rows, C] of [[13, 37], [70, 91]]) {
+    for (const [rows, C] of [[13, 37], [70, 91], [70, 92]]) {
       await checkShape(rt, norm, rng, rows, C, { residual: true, accumulate: true });
     }
   });

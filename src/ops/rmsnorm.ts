@@ -28,6 +28,8 @@ export const rmsnormKernel: Kernel = { name: "kernels/rmsnorm.wgsl", source: src
 
 /** Rows per block of dw partial sums (RB in the kernel). */
 const RB = 32;
+/** Invocations per workgroup of the row kernels (RWG in the kernel). */
+const RWG = 64;
 const MAX_GROUPS = 65535;
 /** Threads per workgroup (WG in the kernel) per tuning profile; see the kernel's header. */
 const THREADS: Record<Profile, number> = { cpu: 8, gpu: 64 };
@@ -81,12 +83,29 @@ export class RmsNorm {
     private readonly fwdAdd: Pipeline,
     private readonly bwdRows: Pipeline,
     private readonly bwdDw: Pipeline,
+    /** CPU adapters: backward_dx_rows and backward_partial_rows, used when C % 4 == 0. */
+    private readonly rowPipes: { dx: Pipeline; partial: Pipeline } | null,
   ) {}
 
-  /** Compiles the pipelines, tuned for `profile` (default: the runtime's). */
+  /** Whether the backward at width C runs the row kernels (one invocation per row). */
+  rowBackward(C: number): boolean {
+    return this.rowPipes !== null && C % 4 === 0;
+  }
+
+  /**
+   * Compiles the pipelines, tuned for `profile` (default: the runtime's); on "cpu" also the row
+   * kernels of the backward.
+   */
   static async create(rt: Runtime, profile: Profile = rt.profile): Promise<RmsNorm> {
     const threads = THREADS[profile];
     const c = { WG: threads };
+    const bwdKinds = ["uniform", "read", "read", "read", "read", "rw", "rw"] as const;
+    const rowPipes = profile === "cpu"
+      ? Promise.all([
+        rt.pipeline(rmsnormKernel, "backward_dx_rows", bwdKinds, c),
+        rt.pipeline(rmsnormKernel, "backward_partial_rows", bwdKinds, c),
+      ])
+      : null;
     const [fwd, fwdAdd, bwdRows, bwdDw] = await Promise.all([
       rt.pipeline(rmsnormKernel, "forward", ["uniform", "read", "read", "rw", "rw"], c),
       rt.pipeline(rmsnormKernel, "forward_add", [
@@ -98,18 +117,18 @@ export class RmsNorm {
         "read",
         "rw",
       ], c),
-      rt.pipeline(rmsnormKernel, "backward_rows", [
-        "uniform",
-        "read",
-        "read",
-        "read",
-        "read",
-        "rw",
-        "rw",
-      ], c),
+      rt.pipeline(rmsnormKernel, "backward_rows", bwdKinds, c),
       rt.pipeline(rmsnormKernel, "backward_dw", ["uniform", "read", "rw"], c),
     ]);
-    return new RmsNorm(threads, fwd, fwdAdd, bwdRows, bwdDw);
+    const rows = rowPipes ? await rowPipes : null;
+    return new RmsNorm(
+      threads,
+      fwd,
+      fwdAdd,
+      bwdRows,
+      bwdDw,
+      rows ? { dx: rows[0], partial: rows[1] } : null,
+    );
   }
 
   /** f32 elements of the backward's scratch: (ceil(rows / 32), C). */
@@ -138,7 +157,7 @@ export class RmsNorm {
     }
   }
 
-  /** Records dx (+)= d norm / dx and dw += d norm / dw. Two dispatches. */
+  /** Records dx (+)= d norm / dx and dw += d norm / dw. Two dispatches (three on the rows path). */
   recordBackward(rec: Recorder, b: RmsNormBackwardArgs): void {
     const { rows, C } = b;
     need(b.dy, rows * C, "dy");
@@ -149,11 +168,25 @@ export class RmsNorm {
     need(b.dw, C, "dw");
     need(b.scratch, RmsNorm.scratchLength(rows, C), "scratch");
     const nblocks = Math.ceil(rows / RB);
-    const [gx, gy] = grid(nblocks);
-    const params = new Params(6).u32(rows).u32(C).f32(0).u32(gx).u32(b.accumulate ? 1 : 0)
-      .u32(nblocks);
-    rec.dispatch(this.bwdRows, [params, b.dy, b.x, b.w, b.rstd, b.dx, b.scratch], [gx, gy]);
-    rec.dispatch(this.bwdDw, [params, b.scratch, b.dw], [Math.ceil(C / this.threads)]);
+    const params = (gx: number) =>
+      new Params(6).u32(rows).u32(C).f32(0).u32(gx).u32(b.accumulate ? 1 : 0).u32(nblocks);
+    const bind = [b.dy, b.x, b.w, b.rstd, b.dx, b.scratch];
+    if (this.rowPipes && this.rowBackward(C)) {
+      // Row kernels: one invocation per row (dx), then per block and 4 columns (partials).
+      for (
+        const [pipe, n] of [[this.rowPipes.dx, rows], [
+          this.rowPipes.partial,
+          nblocks * C / 4,
+        ]] as const
+      ) {
+        const [gx, gy] = grid(Math.ceil(n / RWG));
+        rec.dispatch(pipe, [params(gx), ...bind], [gx, gy]);
+      }
+    } else {
+      const [gx, gy] = grid(nblocks);
+      rec.dispatch(this.bwdRows, [params(gx), ...bind], [gx, gy]);
+    }
+    rec.dispatch(this.bwdDw, [params(1), b.scratch, b.dw], [Math.ceil(C / this.threads)]);
   }
 }
 
