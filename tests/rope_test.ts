@@ -1,3 +1,4 @@
+import { equal } from "node:assert/strict";
 import { Rope, type RopeArgs } from "../src/ops/rope.ts";
 import type { Runtime } from "../src/gpu/runtime.ts";
 import { Rng } from "../src/util/rng.ts";
@@ -93,6 +94,21 @@ gpuTest(
   },
 );
 
+gpuTest(
+  "rope row kernels (D % 8 == 0) match the f64 reference, single tensor and q/k pair",
+  async (rt) => {
+    // Both families on this adapter: 70 head-rows end part-way through a 64-wide workgroup.
+    for (const rows of [false, true]) {
+      const rope = await Rope.create(rt, { rows });
+      equal(rope.rowsFor(8), rows);
+      const rng = new Rng(25);
+      await checkCase(rt, rope, rng, { rows: 14, S: 5, D: 8, H: 4, Hkv: 1 });
+      await checkCase(rt, rope, rng, { rows: 35, S: 7, D: 16, H: 2, Hkv: 0 });
+      await checkCase(rt, rope, rng, { rows: 2 * 37, S: 37, D: 64, H: 4, Hkv: 2 });
+    }
+  },
+);
+
 gpuTest("rope D 256 at positions up to 4095, single tensor and q/k pair", async (rt) => {
   const rope = await Rope.create(rt);
   const rng = new Rng(22);
@@ -106,7 +122,11 @@ gpuTest("rope stays accurate at positions up to 65535", async (rt) => {
 });
 
 gpuTest("rope backward with accumulate adds to dst, single tensor and q/k pair", async (rt) => {
-  const rope = await Rope.create(rt);
+  for (const useRows of [false, true]) await accumulateCase(rt, useRows);
+});
+
+async function accumulateCase(rt: Runtime, useRows: boolean): Promise<void> {
+  const rope = await Rope.create(rt, { rows: useRows });
   const rng = new Rng(24);
   const rows = 21, S = 7, D = 8, H = 3, Hkv = 2;
   const table = rt.tensor("rope-table", Rope.tableLength(S, D), Rope.buildTable(S, D, THETA));
@@ -133,10 +153,10 @@ gpuTest("rope backward with accumulate adds to dst, single tensor and q/k pair",
       assertClose(await got[j], want, {
         atol: TOL.atol + 1.2e-7,
         rtol: 0,
-        what: `accumulate, ${heads.length} tensor(s), tensor ${j}`,
+        what: `accumulate${useRows ? " (rows)" : ""}, ${heads.length} tensor(s), tensor ${j}`,
       });
     }
     for (const t of [...tdy, ...tdx]) rt.free(t);
   }
   rt.free(table);
-});
+}

@@ -31,6 +31,8 @@ import {
 export const ropeKernel: Kernel = { name: "kernels/rope.wgsl", source: src };
 
 const WG = 256;
+/** Invocations per workgroup of the row kernels (RWG in the kernel). */
+const RWG = 64;
 const MAX_GROUPS = 65535;
 
 /** One tensor to rotate: src and dst are (rows, nHeads * D) and must not alias. */
@@ -62,14 +64,30 @@ export class Rope {
   private constructor(
     private readonly one: Pipeline,
     private readonly two: Pipeline,
+    /** rotate_rows and rotate_qk_rows, used when D % 8 == 0; null when not compiled. */
+    private readonly rowPipes: { one: Pipeline; two: Pipeline } | null,
   ) {}
 
-  static async create(rt: Runtime): Promise<Rope> {
-    const [one, two] = await Promise.all([
-      rt.pipeline(ropeKernel, "rotate", ["uniform", "read", "read", "rw"]),
-      rt.pipeline(ropeKernel, "rotate_qk", ["uniform", "read", "read", "rw", "read", "rw"]),
+  /**
+   * Compiles the pipelines. `rows` adds the one-invocation-per-(row, head) kernels, used for
+   * head dims that are a multiple of 8 (default: on CPU adapters, where they measured faster).
+   */
+  static async create(rt: Runtime, opts: { rows?: boolean } = {}): Promise<Rope> {
+    const rows = opts.rows ?? rt.profile === "cpu";
+    const k1 = ["uniform", "read", "read", "rw"] as const;
+    const k2 = ["uniform", "read", "read", "rw", "read", "rw"] as const;
+    const [one, two, oneRows, twoRows] = await Promise.all([
+      rt.pipeline(ropeKernel, "rotate", k1),
+      rt.pipeline(ropeKernel, "rotate_qk", k2),
+      rows ? rt.pipeline(ropeKernel, "rotate_rows", k1) : null,
+      rows ? rt.pipeline(ropeKernel, "rotate_qk_rows", k2) : null,
     ]);
-    return new Rope(one, two);
+    return new Rope(one, two, oneRows && twoRows ? { one: oneRows, two: twoRows } : null);
+  }
+
+  /** Whether a head dim D runs the row kernels. */
+  rowsFor(D: number): boolean {
+    return this.rowPipes !== null && D % 8 === 0;
   }
 
   /** f32 elements of the table for segment length S and head dim D: S * D. */
@@ -113,13 +131,17 @@ export class Rope {
       need(t.dst, rows * t.nHeads * D, "dst");
     }
     const nB = b?.nHeads ?? 0;
-    const threads = rows * (a.nHeads + nB) * (D / 2);
-    const groups = Math.ceil(threads / WG);
+    const rowPipes = this.rowsFor(D) ? this.rowPipes : null;
+    // One thread per pair, or per (row, head) on the row kernels.
+    const wg = rowPipes ? RWG : WG;
+    const threads = rows * (a.nHeads + nB) * (rowPipes ? 1 : D / 2);
+    const groups = Math.ceil(threads / wg);
     const gx = Math.max(1, Math.min(groups, MAX_GROUPS)), gy = Math.ceil(groups / gx);
-    const params = new Params(8).u32(rows).u32(a.nHeads).u32(nB).u32(D).u32(S).u32(gx * WG)
+    const params = new Params(8).u32(rows).u32(a.nHeads).u32(nB).u32(D).u32(S).u32(gx * wg)
       .f32(sign).u32(x.accumulate ? 1 : 0);
-    if (b) rec.dispatch(this.two, [params, x.table, a.src, a.dst, b.src, b.dst], [gx, gy]);
-    else rec.dispatch(this.one, [params, x.table, a.src, a.dst], [gx, gy]);
+    const { one, two } = rowPipes ?? { one: this.one, two: this.two };
+    if (b) rec.dispatch(two, [params, x.table, a.src, a.dst, b.src, b.dst], [gx, gy]);
+    else rec.dispatch(one, [params, x.table, a.src, a.dst], [gx, gy]);
   }
 }
 
