@@ -10,10 +10,11 @@
 // over C and the row sums go through workgroup memory in a fixed order (no atomics,
 // reproducible). WG is a tuning: 8 on CPU rasterisers (every thread re-reads the WG partials,
 // cheap at 8; on lavapipe 64 threads made the forward ~4x slower), 64 on GPUs.
-// On CPU adapters with C % 4 == 0 the backward is instead backward_dx_rows (one invocation per
-// row, dx only, in vec4s) and backward_partial_rows (one invocation per block and 4 columns, the
-// same partial sums in the same order as backward_rows), then backward_dw: no workgroup memory
-// and no barriers, which lavapipe pays for once per row in backward_rows.
+// On CPU adapters with C % 4 == 0 the row kernels replace them: forward_rows and
+// forward_add_rows (one invocation per row, in vec4s), and for the backward backward_dx_rows
+// (one invocation per row, dx only) and backward_partial_rows (one invocation per block and 4
+// columns, the same partial sums in the same order as backward_rows), then backward_dw. No
+// workgroup memory and no barriers, which lavapipe pays for once per row in the others.
 
 struct Params {
   rows: u32,
@@ -189,4 +190,56 @@ fn backward_partial_rows(
     acc += v_dy[row * C4 + c] * v_x[row * C4 + c] * b_rstd[row];
   }
   v_partial[blk * C4 + c] = acc;
+}
+
+// forward_rows, forward_add_rows (bindings as forward / forward_add, seen as vec4s)
+@group(0) @binding(1) var<storage, read> f_x: array<vec4<f32>>;        // (rows, C / 4)
+@group(0) @binding(2) var<storage, read> f_w: array<vec4<f32>>;        // (C / 4)
+@group(0) @binding(3) var<storage, read_write> f_y: array<vec4<f32>>;  // (rows, C / 4)
+@group(0) @binding(5) var<storage, read> f_a: array<vec4<f32>>;        // (rows, C / 4)
+@group(0) @binding(6) var<storage, read_write> f_s: array<vec4<f32>>;  // (rows, C / 4)
+
+// rstd of a row from its vec4 lanes of sum of squares.
+fn row_rstd(acc: vec4<f32>) -> f32 {
+  return inverseSqrt(((acc.x + acc.y) + (acc.z + acc.w)) / f32(p.C) + p.eps);
+}
+
+@compute @workgroup_size(RWG)
+fn forward_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  let row = row_index(wg, t);
+  if (row >= p.rows) { return; }
+  let C4 = p.C / 4u;
+  let o = row * C4;
+  var acc = vec4<f32>(0.0);
+  for (var c = 0u; c < C4; c++) {
+    let v = f_x[o + c];
+    acc = fma(v, v, acc);
+  }
+  let r = row_rstd(acc);
+  rstd[row] = r;
+  for (var c = 0u; c < C4; c++) {
+    f_y[o + c] = f_x[o + c] * r * (1.0 + f_w[c]);
+  }
+}
+
+@compute @workgroup_size(RWG)
+fn forward_add_rows(
+  @builtin(workgroup_id) wg: vec3<u32>,
+  @builtin(local_invocation_index) t: u32,
+) {
+  let row = row_index(wg, t);
+  if (row >= p.rows) { return; }
+  let C4 = p.C / 4u;
+  let o = row * C4;
+  var acc = vec4<f32>(0.0);
+  for (var c = 0u; c < C4; c++) {
+    let v = f_x[o + c] + f_a[o + c];
+    f_s[o + c] = v;
+    acc = fma(v, v, acc);
+  }
+  let r = row_rstd(acc);
+  rstd[row] = r;
+  for (var c = 0u; c < C4; c++) {
+    f_y[o + c] = f_s[o + c] * r * (1.0 + f_w[c]);
+  }
 }

@@ -22,7 +22,8 @@ Deno.test("ref rmsnorm backward matches finite differences", () => {
 /**
  * Error bounds from the kernel's f32 arithmetic (u = 2^-24, first order, doubled for the
  * second-order terms). With WG threads per workgroup, a row's sum of squares is ceil(C/WG)
- * terms per thread then WG partials in order, all positive: relative error
+ * terms per thread then WG partials in order (on the row kernels, C/4 per vec4 lane then the
+ * 4 lanes: read C/4 + 4 for ceil(C/WG) + WG below), all positive: relative error
  * (ceil(C/WG) + WG) u; rstd halves it and adds ~3 u
  * (division, eps, inverseSqrt's 2 ulp): eR. Then per element:
  *   y     (eR + 3u) |y|
@@ -40,12 +41,12 @@ function bounds(
   rows: number,
   C: number,
   WG: number,
-  rowBackward: boolean,
+  rowKernels: boolean,
 ) {
-  const u = 2 ** -24, chain = Math.ceil(C / WG) + WG, nb = Math.ceil(rows / 32);
-  // The backward's signed row sum: C / WG terms per thread then WG partials, or on the row
-  // path C / 4 terms per vec4 lane then the 4 lanes.
-  const bChain = rowBackward ? C / 4 + 4 : chain;
+  // A row's sums: C / WG terms per thread then WG partials, or on the row kernels C / 4 terms
+  // per vec4 lane then the 4 lanes.
+  const u = 2 ** -24, nb = Math.ceil(rows / 32);
+  const chain = rowKernels ? C / 4 + 4 : Math.ceil(C / WG) + WG;
   const eR = (chain / 2 + 3) * u;
   const { y, rstd } = rmsnormForward(x, w, rows, C, EPS);
   const by = y.map((v) => 2 * (eR + 3 * u) * Math.abs(v));
@@ -58,7 +59,7 @@ function bounds(
     for (let c = 0; c < C; c++) {
       const i = r * C + c, g = Math.abs(dy[i] * (1 + w[c]));
       bdx[i] = 2 * (rs * g * (eR + 4 * u) +
-        rs ** 3 * Math.abs(x[i]) * sgx / C * (3 * eR + (bChain + 4) * u) +
+        rs ** 3 * Math.abs(x[i]) * sgx / C * (3 * eR + (chain + 4) * u) +
         (dx0 ? u * Math.abs(dx0[i]) : 0));
       sdw[c] += Math.abs(dy[i] * x[i] * rs);
     }
@@ -136,10 +137,10 @@ async function checkShape(
   if (opts.residual) deepStrictEqual(sum, xs);
   const ref = rmsnormForward(xs, w, rows, C, EPS);
   const bref = rmsnormBackward(dy, xs, w, rows, C, EPS);
-  const b = bounds(xs, w, dy, dx0, dw0, rows, C, norm.threads, norm.rowBackward(C));
+  const b = bounds(xs, w, dy, dx0, dw0, rows, C, norm.threads, norm.rowKernels(C));
   const what = `WG ${norm.threads} rows ${rows} C ${C}${opts.residual ? " +residual" : ""}${
     opts.accumulate ? " dx+=" : ""
-  }${norm.rowBackward(C) ? " (row backward)" : ""}`;
+  }${norm.rowKernels(C) ? " (row kernels)" : ""}`;
   assertBounded(y, ref.y, b.by, `${what} y`);
   assertBounded(rstd, ref.rstd, b.br, `${what} rstd`);
   assertBounded(dx, dx0 ? bref.dx.map((v, i) => v + dx0[i]) : bref.dx, b.bdx, `${what} dx`);

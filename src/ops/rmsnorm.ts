@@ -83,12 +83,17 @@ export class RmsNorm {
     private readonly fwdAdd: Pipeline,
     private readonly bwdRows: Pipeline,
     private readonly bwdDw: Pipeline,
-    /** CPU adapters: backward_dx_rows and backward_partial_rows, used when C % 4 == 0. */
-    private readonly rowPipes: { dx: Pipeline; partial: Pipeline } | null,
+    /** CPU adapters: the row kernels, used when C % 4 == 0. */
+    private readonly rowPipes: {
+      fwd: Pipeline;
+      fwdAdd: Pipeline;
+      dx: Pipeline;
+      partial: Pipeline;
+    } | null,
   ) {}
 
-  /** Whether the backward at width C runs the row kernels (one invocation per row). */
-  rowBackward(C: number): boolean {
+  /** Whether width C runs the row kernels (one invocation per row), forward and backward. */
+  rowKernels(C: number): boolean {
     return this.rowPipes !== null && C % 4 === 0;
   }
 
@@ -100,23 +105,19 @@ export class RmsNorm {
     const threads = THREADS[profile];
     const c = { WG: threads };
     const bwdKinds = ["uniform", "read", "read", "read", "read", "rw", "rw"] as const;
+    const fwdKinds = ["uniform", "read", "read", "rw", "rw"] as const;
+    const addKinds = [...fwdKinds, "read", "rw"] as const;
     const rowPipes = profile === "cpu"
       ? Promise.all([
+        rt.pipeline(rmsnormKernel, "forward_rows", fwdKinds, c),
+        rt.pipeline(rmsnormKernel, "forward_add_rows", addKinds, c),
         rt.pipeline(rmsnormKernel, "backward_dx_rows", bwdKinds, c),
         rt.pipeline(rmsnormKernel, "backward_partial_rows", bwdKinds, c),
       ])
       : null;
     const [fwd, fwdAdd, bwdRows, bwdDw] = await Promise.all([
-      rt.pipeline(rmsnormKernel, "forward", ["uniform", "read", "read", "rw", "rw"], c),
-      rt.pipeline(rmsnormKernel, "forward_add", [
-        "uniform",
-        "read",
-        "read",
-        "rw",
-        "rw",
-        "read",
-        "rw",
-      ], c),
+      rt.pipeline(rmsnormKernel, "forward", fwdKinds, c),
+      rt.pipeline(rmsnormKernel, "forward_add", addKinds, c),
       rt.pipeline(rmsnormKernel, "backward_rows", bwdKinds, c),
       rt.pipeline(rmsnormKernel, "backward_dw", ["uniform", "read", "rw"], c),
     ]);
@@ -127,7 +128,7 @@ export class RmsNorm {
       fwdAdd,
       bwdRows,
       bwdDw,
-      rows ? { dx: rows[0], partial: rows[1] } : null,
+      rows ? { fwd: rows[0], fwdAdd: rows[1], dx: rows[2], partial: rows[3] } : null,
     );
   }
 
@@ -143,17 +144,17 @@ export class RmsNorm {
     need(f.w, C, "w");
     need(f.y, rows * C, "y");
     need(f.rstd, rows, "rstd");
-    const [gx, gy] = grid(rows);
+    // A workgroup per row, or per RWG rows on the row kernels.
+    const rp = this.rowPipes && this.rowKernels(C) ? this.rowPipes : null;
+    const [gx, gy] = grid(rp ? Math.ceil(rows / RWG) : rows);
     const params = new Params(6).u32(rows).u32(C).f32(f.eps).u32(gx).u32(0).u32(0);
     if (f.residual) {
       need(f.residual.a, rows * C, "residual a");
       need(f.residual.sum, rows * C, "residual sum");
-      rec.dispatch(this.fwdAdd, [params, f.x, f.w, f.y, f.rstd, f.residual.a, f.residual.sum], [
-        gx,
-        gy,
-      ]);
+      const pipe = rp ? rp.fwdAdd : this.fwdAdd;
+      rec.dispatch(pipe, [params, f.x, f.w, f.y, f.rstd, f.residual.a, f.residual.sum], [gx, gy]);
     } else {
-      rec.dispatch(this.fwd, [params, f.x, f.w, f.y, f.rstd], [gx, gy]);
+      rec.dispatch(rp ? rp.fwd : this.fwd, [params, f.x, f.w, f.y, f.rstd], [gx, gy]);
     }
   }
 
@@ -171,7 +172,7 @@ export class RmsNorm {
     const params = (gx: number) =>
       new Params(6).u32(rows).u32(C).f32(0).u32(gx).u32(b.accumulate ? 1 : 0).u32(nblocks);
     const bind = [b.dy, b.x, b.w, b.rstd, b.dx, b.scratch];
-    if (this.rowPipes && this.rowBackward(C)) {
+    if (this.rowPipes && this.rowKernels(C)) {
       // Row kernels: one invocation per row (dx), then per block and 4 columns (partials).
       for (
         const [pipe, n] of [[this.rowPipes.dx, rows], [
