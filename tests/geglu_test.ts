@@ -67,31 +67,42 @@ function check(
   assertClose(got.du, ref.du, { ...TOL, what: `${what} du` });
 }
 
+// Both kernel families: one element per thread, and 4 per invocation (vec4, n % 4 == 0).
 gpuTest("geglu forward and backward match the f64 reference on odd shapes", async (rt) => {
-  const op = await GeGLU.create(rt);
-  const rng = new Rng(5);
-  for (const [rows, F] of [[1, 1], [13, 91], [37, 300]]) {
-    const n = rows * F;
-    const g = randf32(rng, n, 5), u = randf32(rng, n), dh = randf32(rng, n);
-    check(await run(rt, op, g, u, dh), g, u, dh, `${rows}x${F}`);
+  for (const vec4 of [false, true]) {
+    const op = await GeGLU.create(rt, { vec4 });
+    const rng = new Rng(5);
+    for (const [rows, F] of [[1, 1], [13, 91], [37, 300], [16, 64]]) {
+      const n = rows * F;
+      const g = randf32(rng, n, 5), u = randf32(rng, n), dh = randf32(rng, n);
+      check(await run(rt, op, g, u, dh), g, u, dh, `${rows}x${F}${vec4 ? " vec4" : ""}`);
+    }
   }
 });
 
 gpuTest("geglu chunked over small bindings gives the same bits as one dispatch", async (rt) => {
-  const whole = await GeGLU.create(rt);
-  const chunked = await GeGLU.create(rt, { maxChunkBytes: 3 * 256 }); // 192 elements a chunk
-  const rng = new Rng(9);
-  const n = 13 * 91; // 7 chunks, the last partial
-  const g = randf32(rng, n, 5), u = randf32(rng, n), dh = randf32(rng, n);
-  const a = await run(rt, whole, g, u, dh), b = await run(rt, chunked, g, u, dh);
-  check(b, g, u, dh, "chunked");
-  deepStrictEqual(b.h, a.h);
-  deepStrictEqual(b.dg, a.dg);
-  deepStrictEqual(b.du, a.du);
+  for (const vec4 of [false, true]) {
+    const whole = await GeGLU.create(rt, { vec4 });
+    const chunked = await GeGLU.create(rt, { maxChunkBytes: 3 * 256, vec4 }); // 192 a chunk
+    const rng = new Rng(9);
+    // 7 chunks, the last partial; the second n (a multiple of 4) takes the vec4 kernels.
+    for (const n of [13 * 91, 12 * 100]) {
+      const g = randf32(rng, n, 5), u = randf32(rng, n), dh = randf32(rng, n);
+      const a = await run(rt, whole, g, u, dh), b = await run(rt, chunked, g, u, dh);
+      check(b, g, u, dh, `chunked n ${n}${vec4 ? " vec4" : ""}`);
+      deepStrictEqual(b.h, a.h);
+      deepStrictEqual(b.dg, a.dg);
+      deepStrictEqual(b.du, a.du);
+    }
+  }
 });
 
 gpuTest("geglu stays finite and correct for large |g| (no tanh overflow)", async (rt) => {
-  const op = await GeGLU.create(rt);
+  for (const vec4 of [false, true]) await largeCase(rt, vec4);
+});
+
+async function largeCase(rt: Runtime, vec4: boolean): Promise<void> {
+  const op = await GeGLU.create(rt, { vec4 });
   const big = [3e38, 1e30, 1e20, 1e10, 1e3, 100, 40, 12, 9, 5.5, 1e-30, 0];
   const g = new Float32Array([...big, ...big.map((x) => -x)]);
   const n = g.length;
@@ -103,5 +114,5 @@ gpuTest("geglu stays finite and correct for large |g| (no tanh overflow)", async
       if (!Number.isFinite(v)) throw new Error(`${name}[${i}] = ${v} for g = ${g[i]}`);
     });
   }
-  check(got, g, u, dh, "large");
-});
+  check(got, g, u, dh, `large${vec4 ? " vec4" : ""}`);
+}
