@@ -9,6 +9,9 @@
 //              t_r >= V);  loss[lossIndex] = scale * sum_r w_r nll_r (one workgroup, fixed order)
 //   dlogits    in place on the chunk: dl_rv = scale * w_r * (exp(l_rv - lse_r) - [v0 + v == t_r]),
 //              0 on ignored rows; the matmul then does dx (+)= dl E_c and dE_c += dl^T x.
+// A chunk whose n is not a multiple of 4 is stored with rows of ld = n rounded up to 4 (its
+// columns past n are logits of zero rows of a padded copy of E, so 0, and are never read here):
+// the matmuls then take the texture path on CPU adapters.
 // Row-wise entries run one workgroup per row on a 2-D grid (row = wg.y * groups.x + wg.x) so that
 // rows may exceed 65535. Every reduction has a fixed order: results are reproducible bit for bit.
 
@@ -21,6 +24,7 @@ struct Params {
   lossIndex: u32,
   weighted: u32, // 1: multiply by weights[r]
   first: u32, // 1 on the first chunk: start the running max and sum afresh
+  ld: u32, // row stride of the chunk's logits: n, or n rounded up to 4 (the columns past n are 0)
 }
 
 const IGNORE = 0xffffffffu;
@@ -53,7 +57,7 @@ fn lse_chunk(
 ) {
   let r = wg.y * groups.x + wg.x;
   if (r >= p.rows) { return; }
-  let base = r * p.n;
+  let base = r * p.ld;
   var m = -3.0e38; // below any logit: the first one always becomes the maximum, with s = 1
   var s = 0.0;
   for (var j = t; j < p.n; j += WG) {
@@ -92,7 +96,7 @@ fn fold_chunk(r: u32, m: f32, s: f32) {
     st = vec4<f32>(mm, st.y * exp(st.x - mm) + s * exp(m - mm), st.z, st.w);
   }
   let tg = targets[r];
-  if (tg >= p.v0 && tg - p.v0 < p.n) { st.z = logits[r * p.n + tg - p.v0]; }
+  if (tg >= p.v0 && tg - p.v0 < p.n) { st.z = logits[r * p.ld + tg - p.v0]; }
   state[r] = st;
 }
 
@@ -107,7 +111,7 @@ fn lse_rows(
 ) {
   let r = (wg.y * groups.x + wg.x) * WG + t;
   if (r >= p.rows) { return; }
-  let base = r * p.n;
+  let base = r * p.ld;
   var m = -3.0e38;
   var s = 0.0;
   for (var j = 0u; j < p.n; j++) {
@@ -163,7 +167,7 @@ fn dlogits(
 ) {
   let r = wg.y * groups.x + wg.x;
   if (r >= p.rows) { return; }
-  let base = r * p.n;
+  let base = r * p.ld;
   let tg = targets[r];
   if (tg == IGNORE) {
     for (var j = t; j < p.n; j += WG) { logits[base + j] = 0.0; }

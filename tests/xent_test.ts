@@ -180,10 +180,13 @@ gpuTest("xent: several chunks with a ragged last one match the f64 reference", a
 gpuTest("xent: lse_rows (one invocation per row) matches the f64 reference", async (rt) => {
   // The byte vocabulary's one chunk of 258 over 130 rows (three workgroups, the last ragged),
   // weighted; then V 333 in chunks of 64, where the running state merges across six chunks.
+  // (258 and 333's last chunk of 13 are not multiples of 4: their logits have padded rows.)
   for (
     const [k, chunks] of [
       [{ rows: 130, maxRows: 130, V: 258, C: 24, weighted: true, lossIndex: 1 }, 1],
       [{ rows: 37, maxRows: 40, V: 333, C: 29, chunk: 64, weighted: false, lossIndex: 0 }, 6],
+      // One chunk whose length is a multiple of 4: stored unpadded.
+      [{ rows: 20, maxRows: 20, V: 96, C: 16, weighted: false, lossIndex: 0 }, 1],
     ] as const
   ) {
     const r = await runCase(rt, { ...k, lseRows: true }, 11);

@@ -27,6 +27,7 @@ import {
   type Runtime,
   type Tensor,
 } from "../gpu/runtime.ts";
+import { Add } from "./add.ts";
 import { Matmul } from "./matmul.ts";
 
 export const xentKernel: Kernel = { name: "kernels/xent.wgsl", source: src };
@@ -40,7 +41,10 @@ export interface XentPlan {
   chunk: number;
   /** Number of chunks, ceil(V / Vc); the last one may be shorter. */
   chunks: number;
-  /** Elements of the chunk-logits scratch, maxRows * Vc. */
+  /**
+   * Elements of the chunk-logits scratch, maxRows * Vc (Vc rounded up to 4: a chunk whose
+   * length is not a multiple of 4 is stored with padded rows, see `create`).
+   */
   logitsElements: number;
   /** All scratch the op holds: chunk logits, row state (4 per row), per-row NLL fallback. */
   scratchBytes: number;
@@ -107,6 +111,14 @@ export class Xent {
     readonly state: Tensor,
     private readonly nllFallback: Tensor,
     private readonly ownsLogits: boolean,
+    /**
+     * When the last chunk's length n is not a multiple of 4: a copy of its rows of E with zero
+     * rows up to n4 = n rounded up to 4, its dE before it is added into the caller's, and the
+     * add. Its logits are then stored with rows of n4 (the extra columns are exactly 0), so all
+     * three matmuls see widths that are multiples of 4 and take the texture path on CPU
+     * adapters (258, the byte vocabulary, otherwise took the scalar kernel for the backward).
+     */
+    private readonly pad: { E: Tensor; dE: Tensor; add: Add } | null,
   ) {}
 
   /**
@@ -127,7 +139,7 @@ export class Xent {
     }
     const maxElems = Math.floor(maxBindingBytes / 4);
     const fits = (vc: number) =>
-      vc * maxRows <= maxElems && vc * C <= maxElems && vc <= MAX_REDUCTION;
+      round4(vc) * maxRows <= maxElems && round4(vc) * C <= maxElems && vc <= MAX_REDUCTION;
     let vc: number;
     if (chunk !== undefined) {
       vc = Math.min(chunk, V);
@@ -158,7 +170,7 @@ export class Xent {
             `length`,
       );
     }
-    const logitsElements = maxRows * vc;
+    const logitsElements = maxRows * round4(vc);
     return {
       chunk: vc,
       chunks: Math.ceil(V / vc),
@@ -203,7 +215,13 @@ export class Xent {
     const state = rt.tensor("xent.state", 4 * o.maxRows);
     const nll = rt.tensor("xent.nll", o.maxRows);
     const pipes = { lse, lseRows, finish, dlogits };
-    return new Xent(plan, o.maxRows, o.V, o.C, mm, pipes, logits, state, nll, !o.scratch);
+    const last = o.V - (plan.chunks - 1) * plan.chunk;
+    const pad = last % 4 === 0 ? null : {
+      E: rt.tensor("xent.padE", round4(last) * o.C), // zero-initialised; rows past `last` stay 0
+      dE: rt.tensor("xent.paddE", round4(last) * o.C),
+      add: await Add.create(rt),
+    };
+    return new Xent(plan, o.maxRows, o.V, o.C, mm, pipes, logits, state, nll, !o.scratch, pad);
   }
 
   /** Releases the buffers this op allocated (not a caller-supplied scratch). */
@@ -211,6 +229,7 @@ export class Xent {
     if (this.ownsLogits) rt.free(this.logits);
     rt.free(this.state);
     rt.free(this.nllFallback);
+    if (this.pad) { for (const t of [this.pad.E, this.pad.dE]) rt.free(t); }
   }
 
   /** Records the loss and per-row NLL (evaluation): V/Vc matmuls, V/Vc + 1 small dispatches. */
@@ -238,26 +257,32 @@ export class Xent {
     const { chunk, chunks } = this.plan;
     for (let c = chunks - 1; c >= 0; c--) {
       const v0 = c * chunk, n = Math.min(chunk, V - v0);
-      const e = this.#slice(a.E, v0, n);
+      // The last chunk's logits are still in scratch (padded to ld columns, if so).
+      const { e, ld } = this.#chunkE(rec, a.E, c, false);
       if (c !== chunks - 1) this.mm.forward(rec, this.logits, a.x, e, rows, n, C);
       rec.dispatch(this.pipes.dlogits, this.#bindings(a, rows, n, v0, false), rowGrid(rec, rows));
-      this.mm.backwardInput(rec, a.dx, this.logits, e, rows, n, C, c === chunks - 1 ? 0 : 1);
+      this.mm.backwardInput(rec, a.dx, this.logits, e, rows, ld, C, c === chunks - 1 ? 0 : 1);
       const de = this.#slice(a.dE, v0, n);
+      // A padded chunk's dE goes to scratch first (ld rows), then its n rows are added.
+      const padded = ld !== n;
       for (let r0 = 0; r0 < rows; r0 += MAX_REDUCTION) {
         const len = Math.min(MAX_REDUCTION, rows - r0);
         const whole = len === rows;
-        const dl = whole ? this.logits : this.logits.view(r0 * n, len * n);
+        const dl = whole ? this.logits : this.logits.view(r0 * ld, len * ld);
         const x = whole ? a.x : a.x.view(r0 * C, len * C);
-        this.mm.backwardWeight(rec, de, dl, x, len, n, C, 1);
+        const out = padded ? this.pad!.dE : de;
+        this.mm.backwardWeight(rec, out, dl, x, len, ld, C, padded && r0 === 0 ? 0 : 1);
       }
+      if (padded) this.pad!.add.record(rec, de, this.pad!.dE, n * C);
     }
   }
 
   #forward(rec: Recorder, a: XentArgs, rows: number): void {
     const { chunk, chunks } = this.plan;
     for (let c = 0; c < chunks; c++) {
+      const { e, ld } = this.#chunkE(rec, a.E, c, true);
+      this.mm.forward(rec, this.logits, a.x, e, rows, ld, this.C);
       const v0 = c * chunk, n = Math.min(chunk, this.V - v0);
-      this.mm.forward(rec, this.logits, a.x, this.#slice(a.E, v0, n), rows, n, this.C);
       const bind = this.#bindings(a, rows, n, v0, c === 0);
       if (this.pipes.lseRows && n <= LSE_ROWS_MAX) {
         rec.dispatch(this.pipes.lseRows, bind, rowGrid(rec, Math.ceil(rows / 64)));
@@ -266,13 +291,28 @@ export class Xent {
     rec.dispatch(this.pipes.finish, this.#bindings(a, rows, 0, 0, false), [1]);
   }
 
+  /**
+   * Chunk c's rows of E for the matmuls and its logits' row stride: the slice itself and n, or
+   * for a padded last chunk the zero-padded copy (filled when `fill`) and n rounded up to 4.
+   */
+  #chunkE(rec: Recorder, E: Tensor, c: number, fill: boolean): { e: Tensor; ld: number } {
+    const v0 = c * this.plan.chunk, n = Math.min(this.plan.chunk, this.V - v0);
+    const e = this.#slice(E, v0, n);
+    if (!this.pad || c !== this.plan.chunks - 1) return { e, ld: n };
+    const len = n * this.C;
+    if (fill) rec.copy(e.length === len ? e : e.view(0, len), this.pad.E.view(0, len));
+    return { e: this.pad.E, ld: round4(n) };
+  }
+
   #slice(t: Tensor, v0: number, n: number): Tensor {
     return this.plan.chunks === 1 ? t : t.view(v0 * this.C, n * this.C);
   }
 
   #bindings(a: XentArgs, rows: number, n: number, v0: number, first: boolean): (Tensor | Params)[] {
-    const params = new Params(8).u32(rows).u32(n).u32(v0).u32(this.V).f32(a.scale)
-      .u32(a.lossIndex ?? 0).u32(a.weights ? 1 : 0).u32(first ? 1 : 0);
+    // Row stride: n, or n rounded up to 4 for a padded last chunk (n == 0 is `finish`).
+    const ld = this.pad && n > 0 && v0 + n === this.V && n % 4 !== 0 ? round4(n) : n;
+    const params = new Params(9).u32(rows).u32(n).u32(v0).u32(this.V).f32(a.scale)
+      .u32(a.lossIndex ?? 0).u32(a.weights ? 1 : 0).u32(first ? 1 : 0).u32(ld);
     return [
       params,
       this.logits,
@@ -307,6 +347,10 @@ export class Xent {
 function rowGrid(rec: Recorder, rows: number): [number, number] {
   const x = Math.min(rows, rec.rt.limits.maxComputeWorkgroupsPerDimension);
   return [x, Math.ceil(rows / x)];
+}
+
+function round4(n: number): number {
+  return Math.ceil(n / 4) * 4;
 }
 
 function need(t: Tensor, n: number, what: string): void {
