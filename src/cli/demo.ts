@@ -90,7 +90,7 @@ folder. No download.
   --task recall    (default) the micro model on the associative-recall task: under 2
                    minutes on 2 CPU cores through software Vulkan
   --task passkey   the 5-digit passkey task with a 39k-parameter model: ${DEMO_TASKS.passkey.train.steps} steps take
-                   about 10 minutes here (measured with the same recipe: at chance until
+                   about 8 minutes here (measured with the same recipe: at chance until
                    ~800 steps, validation exact match 0.9 from step 1,500); with fewer
                    steps the demo says plainly if it did not break through
 
