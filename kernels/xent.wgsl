@@ -46,9 +46,17 @@ fn row_weight(r: u32) -> f32 {
   return 1.0;
 }
 
-// Each thread takes columns t, t + 64, ... with an online (max, sum) pair that needs one exp per
-// logit: with d = l - m and e = exp(-|d|), a new maximum gives s = s * e + 1, otherwise s += e.
-// Then the 64 pairs are merged in a tree. (One pass: loads dominate on lavapipe.)
+// One logit l into a running (max m, sum s): with d = l - m and e = exp(-|d|), a new maximum
+// gives (l, s * e + 1), otherwise (m, s + e).
+fn online_step(m: f32, s: f32, l: f32) -> vec2<f32> {
+  let d = l - m;
+  let e = exp(-abs(d));
+  let up = d > 0.0;
+  return vec2<f32>(select(m, l, up), select(s + e, fma(s, e, 1.0), up));
+}
+
+// Each thread takes columns t, t + 64, ... with an online (max, sum) pair (one exp per logit),
+// then the 64 pairs are merged in a tree. (One pass: loads dominate on lavapipe.)
 @compute @workgroup_size(64)
 fn lse_chunk(
   @builtin(workgroup_id) wg: vec3<u32>,
@@ -61,12 +69,9 @@ fn lse_chunk(
   var m = -3.0e38; // below any logit: the first one always becomes the maximum, with s = 1
   var s = 0.0;
   for (var j = t; j < p.n; j += WG) {
-    let l = logits[base + j];
-    let d = l - m;
-    let e = exp(-abs(d));
-    let up = d > 0.0;
-    s = select(s + e, fma(s, e, 1.0), up);
-    m = select(m, l, up);
+    let ms = online_step(m, s, logits[base + j]);
+    m = ms.x;
+    s = ms.y;
   }
   redM[t] = m;
   redS[t] = s;
@@ -115,12 +120,9 @@ fn lse_rows(
   var m = -3.0e38;
   var s = 0.0;
   for (var j = 0u; j < p.n; j++) {
-    let l = logits[base + j];
-    let d = l - m;
-    let e = exp(-abs(d));
-    let up = d > 0.0;
-    s = select(s + e, fma(s, e, 1.0), up);
-    m = select(m, l, up);
+    let ms = online_step(m, s, logits[base + j]);
+    m = ms.x;
+    s = ms.y;
   }
   fold_chunk(r, m, s);
 }
