@@ -5,7 +5,7 @@
 import { deepEqual, ok, rejects } from "node:assert/strict";
 import { UserError } from "../src/cli/errors.ts";
 import { resolveConfig } from "../src/model/config.ts";
-import { RecallSource } from "../src/train/data.ts";
+import { PasskeySource, RecallSource } from "../src/train/data.ts";
 import { train, TRAIN_DEFAULTS, type TrainOptions, validate } from "../src/train/trainer.ts";
 import { gpuTest } from "./_gpu.ts";
 
@@ -45,6 +45,72 @@ gpuTest(
       // 0.35 is more than 9 binomial standard deviations (0.027) above 0.1.
       ok(on >= 0.9, `memory on: exact match ${on} < 0.9`);
       ok(off <= 0.35, `memory off: exact match ${off} > 0.35 (the task should need memory)`);
+    } finally {
+      await Deno.remove(out, { recursive: true });
+    }
+  },
+);
+
+// The passkey model of the notes (C 32, 2 layers, 4 heads / 2 KV heads, D 8, MLP 128; 39k
+// parameters) on the 5-digit passkey task in two segments of 40 bytes: the key statement fills
+// the first, the question ends in the second, so the answer's segment cannot see the digits and
+// only the memory can carry them. (The notes' 4 segments of 32 bytes need about 1,500 steps of
+// 4,096 tokens.) N(0, 0.2) init: with N(0, 0.1) one seed broke through by step 500 and another
+// not by 1,100. With this recipe three seeds measured 1.000 / 0.977 / 1.000 at step 1,400
+// (1234 / 2 / 3); the test trains seed 2, the slowest.
+const PASSKEY_SETS = [
+  "hiddenSize=32",
+  "intermediateSize=128",
+  "headDim=8",
+  "initStd=0.2",
+  "segmentLength=40",
+  "seqLength=80",
+];
+const PASSKEY_SEED = 2;
+
+gpuTest(
+  "train: the passkey model learns to retrieve a 5-digit key from an earlier segment through memory",
+  async (rt) => {
+    const cfg = resolveConfig("tiny", PASSKEY_SETS);
+    // Answer digits weighted 158: 10x the other 79 targets together, as in the demo's recipe.
+    const source = new PasskeySource(cfg, PASSKEY_SEED, { answerWeight: 158 });
+    // The premise: in every held-out sample the key's digits are bytes 16-20 of segment 0 and
+    // each answer digit is predicted from a position in segment 1.
+    const probe = source.valBatch(0, 32);
+    for (let i = 0; i < 32; i++) {
+      const rows = probe.answerRows![i];
+      ok(rows.every((r) => r - i * 80 >= 40), "an answer is predicted from the first segment");
+      const digits = [...probe.tokens.subarray(i * 80 + 16, i * 80 + 21)];
+      deepEqual(rows.map((r) => probe.tokens[r + 1]), digits, "key digits not at bytes 16-20");
+    }
+    const out = await Deno.makeTempDir({ prefix: "infini-learn-passkey-" });
+    try {
+      const o: TrainOptions = {
+        ...TRAIN_DEFAULTS,
+        out,
+        steps: 1500,
+        batch: 32,
+        lr: 1e-2,
+        warmup: 30,
+        weightDecay: 0,
+        seed: PASSKEY_SEED,
+        logEvery: 100,
+        evalEvery: 0,
+        saveEvery: 0,
+      };
+      const r = await train(rt, cfg, o, source, quiet);
+      // 8 held-out batches: 256 keys never seen in training.
+      const v = await validate(rt, r.model, source, { batch: 32, evalBatches: 8 }, r.steps);
+      const on = v.valExact!, off = v.valExactMemoryOff!;
+      console.log(
+        `passkey exact match: memory on ${on.toFixed(3)}, memory off ${
+          off.toFixed(3)
+        } (chance 1e-5)`,
+      );
+      // All 5 digits by chance: 1e-5. 0.8 leaves room below the measured 0.98-1.00 for another
+      // adapter's rounding; memory off at 0.05 is still 5,000x chance.
+      ok(on >= 0.8, `memory on: exact match ${on} < 0.8`);
+      ok(off <= 0.05, `memory off: exact match ${off} > 0.05 (the task should need memory)`);
     } finally {
       await Deno.remove(out, { recursive: true });
     }
