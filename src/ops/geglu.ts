@@ -91,28 +91,25 @@ export class GeGLU {
 
   /** Records h = gelu_tanh(g) * u over n elements. One dispatch per chunk. */
   recordForward(rec: Recorder, f: GegluForwardArgs): void {
-    const ts = [f.g, f.u, f.h];
-    this.#each(f.n, ts, "forward", (start, len, params, four) => {
-      const [g, u, h] = ts.map((t) => t.view(start, len));
-      rec.dispatch(four ? this.vec4!.fwd : this.fwd, [params, g, u, h], grid(four ? len / 4 : len));
-    });
+    this.#each(rec, f.n, [f.g, f.u, f.h], "forward", this.fwd, this.vec4?.fwd);
   }
 
   /** Records dg = dh * u * gelu_tanh'(g), du = dh * gelu_tanh(g). One dispatch per chunk. */
   recordBackward(rec: Recorder, b: GegluBackwardArgs): void {
-    const ts = [b.dh, b.g, b.u, b.dg, b.du];
-    this.#each(b.n, ts, "backward", (start, len, params, four) => {
-      const [dh, g, u, dg, du] = ts.map((t) => t.view(start, len));
-      const pipe = four ? this.vec4!.bwd : this.bwd;
-      rec.dispatch(pipe, [params, dh, g, u, dg, du], grid(four ? len / 4 : len));
-    });
+    this.#each(rec, b.n, [b.dh, b.g, b.u, b.dg, b.du], "backward", this.bwd, this.vec4?.bwd);
   }
 
+  /**
+   * Checks the tensors and dispatches `pipe` over each chunk of their first n elements, or
+   * `pipe4` (4 elements per invocation) when it exists and n % 4 == 0.
+   */
   #each(
+    rec: Recorder,
     n: number,
     ts: Tensor[],
     what: string,
-    fn: (start: number, len: number, params: Params, four: boolean) => void,
+    pipe: Pipeline,
+    pipe4: Pipeline | undefined,
   ): void {
     for (const t of ts) {
       if (t.length < n) {
@@ -123,10 +120,12 @@ export class GeGLU {
       }
     }
     // Chunks are multiples of 64 elements, so n % 4 == 0 makes every chunk's length one too.
-    const four = this.vec4 !== null && n % 4 === 0;
+    const four = pipe4 !== undefined && n % 4 === 0;
     for (let start = 0; start < n; start += this.chunk) {
       const len = Math.min(this.chunk, n - start), m = four ? len / 4 : len;
-      fn(start, len, new Params(2).u32(m).u32(grid(m)[0] * WG), four);
+      const [gx, gy] = grid(m);
+      const params = new Params(2).u32(m).u32(gx * WG);
+      rec.dispatch(four ? pipe4 : pipe, [params, ...ts.map((t) => t.view(start, len))], [gx, gy]);
     }
   }
 }
