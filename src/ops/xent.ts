@@ -259,8 +259,9 @@ export class Xent {
       const v0 = c * chunk, n = Math.min(chunk, V - v0);
       // The last chunk's logits are still in scratch (padded to ld columns, if so).
       const { e, ld } = this.#chunkE(rec, a.E, c, false);
-      if (c !== chunks - 1) this.mm.forward(rec, this.logits, a.x, e, rows, n, C);
-      rec.dispatch(this.pipes.dlogits, this.#bindings(a, rows, n, v0, false), rowGrid(rec, rows));
+      if (c !== chunks - 1) this.mm.forward(rec, this.logits, a.x, e, rows, ld, C);
+      const bind = this.#bindings(a, rows, n, ld, v0, false);
+      rec.dispatch(this.pipes.dlogits, bind, rowGrid(rec, rows));
       this.mm.backwardInput(rec, a.dx, this.logits, e, rows, ld, C, c === chunks - 1 ? 0 : 1);
       const de = this.#slice(a.dE, v0, n);
       // A padded chunk's dE goes to scratch first (ld rows), then its n rows are added.
@@ -283,12 +284,12 @@ export class Xent {
       const { e, ld } = this.#chunkE(rec, a.E, c, true);
       this.mm.forward(rec, this.logits, a.x, e, rows, ld, this.C);
       const v0 = c * chunk, n = Math.min(chunk, this.V - v0);
-      const bind = this.#bindings(a, rows, n, v0, c === 0);
+      const bind = this.#bindings(a, rows, n, ld, v0, c === 0);
       if (this.pipes.lseRows && n <= LSE_ROWS_MAX) {
         rec.dispatch(this.pipes.lseRows, bind, rowGrid(rec, Math.ceil(rows / 64)));
       } else rec.dispatch(this.pipes.lse, bind, rowGrid(rec, rows));
     }
-    rec.dispatch(this.pipes.finish, this.#bindings(a, rows, 0, 0, false), [1]);
+    rec.dispatch(this.pipes.finish, this.#bindings(a, rows, 0, 0, 0, false), [1]);
   }
 
   /**
@@ -308,9 +309,15 @@ export class Xent {
     return this.plan.chunks === 1 ? t : t.view(v0 * this.C, n * this.C);
   }
 
-  #bindings(a: XentArgs, rows: number, n: number, v0: number, first: boolean): (Tensor | Params)[] {
-    // Row stride: n, or n rounded up to 4 for a padded last chunk (n == 0 is `finish`).
-    const ld = this.pad && n > 0 && v0 + n === this.V && n % 4 !== 0 ? round4(n) : n;
+  /** Bindings of the xent kernels for a chunk of n columns stored with row stride ld. */
+  #bindings(
+    a: XentArgs,
+    rows: number,
+    n: number,
+    ld: number,
+    v0: number,
+    first: boolean,
+  ): (Tensor | Params)[] {
     const params = new Params(9).u32(rows).u32(n).u32(v0).u32(this.V).f32(a.scale)
       .u32(a.lossIndex ?? 0).u32(a.weights ? 1 : 0).u32(first ? 1 : 0).u32(ld);
     return [
