@@ -99,7 +99,7 @@ export class RmsNorm {
 
   /**
    * Compiles the pipelines, tuned for `profile` (default: the runtime's); on "cpu" also the row
-   * kernels of the backward.
+   * kernels (forward and backward).
    */
   static async create(rt: Runtime, profile: Profile = rt.profile): Promise<RmsNorm> {
     const threads = THREADS[profile];
@@ -174,15 +174,12 @@ export class RmsNorm {
     const bind = [b.dy, b.x, b.w, b.rstd, b.dx, b.scratch];
     if (this.rowPipes && this.rowKernels(C)) {
       // Row kernels: one invocation per row (dx), then per block and 4 columns (partials).
-      for (
-        const [pipe, n] of [[this.rowPipes.dx, rows], [
-          this.rowPipes.partial,
-          nblocks * C / 4,
-        ]] as const
-      ) {
-        const [gx, gy] = grid(Math.ceil(n / RWG));
+      const run = (pipe: Pipeline, invocations: number) => {
+        const [gx, gy] = grid(Math.ceil(invocations / RWG));
         rec.dispatch(pipe, [params(gx), ...bind], [gx, gy]);
-      }
+      };
+      run(this.rowPipes.dx, rows);
+      run(this.rowPipes.partial, nblocks * C / 4);
     } else {
       const [gx, gy] = grid(nblocks);
       rec.dispatch(this.bwdRows, [params(gx), ...bind], [gx, gy]);
