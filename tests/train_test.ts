@@ -174,9 +174,8 @@ gpuTest(
     const a = await Deno.makeTempDir({ prefix: "infini-init-a-" });
     const b = await Deno.makeTempDir({ prefix: "infini-init-b-" });
     try {
-      const first = await train(rt, cfg, { ...base, out: a, steps: 1 }, new RecallSource(cfg, 3), {
-        ...quiet,
-      });
+      const source = new RecallSource(cfg, 3);
+      const first = await train(rt, cfg, { ...base, out: a, steps: 1 }, source, quiet);
       const weights = await first.model.readParams();
       // Segments of 8 instead of 16 and a longer sequence: the same tensors, so the same start.
       const cfg2 = resolveConfig(PRESET, ["segmentLength=8", "seqLength=64"]);
