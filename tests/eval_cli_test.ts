@@ -47,6 +47,36 @@ gpuTest(
       equal(res.cells.length, 8);
       match(await Deno.readTextFile(`${dir}/pk/passkey.svg`), /^<svg/);
 
+      // The same weights streamed in segments of 80 bytes: lengths count those segments.
+      const pk80 = await cli(
+        "eval",
+        "passkey",
+        "--checkpoint",
+        ck,
+        "--segment-length",
+        "80",
+        "--segments",
+        "3",
+        "--depths",
+        "0.5",
+        "--trials",
+        "2",
+        "--variants",
+        "memory",
+        "--json",
+        "--out",
+        `${dir}/pk80`,
+      );
+      equal(pk80.code, 0, pk80.stderr);
+      const r80 = JSON.parse(pk80.stdout);
+      equal(r80.segmentLength, 80);
+      // 1 depth + the control, each 3 segments of 80 bytes.
+      equal(r80.cells.length, 2);
+      ok(r80.cells.every((c: { tokens: number }) => c.tokens === 240), pk80.stdout);
+      const bad = await cli("eval", "passkey", "--checkpoint", ck, "--segment-length", "0");
+      equal(bad.code, 2, bad.stderr);
+      match(bad.stderr, /--segment-length '0'/);
+
       await Deno.writeTextFile(`${dir}/doc.txt`, "The grass is green. ".repeat(20));
       const ppl = await cli(
         "eval",
@@ -63,6 +93,26 @@ gpuTest(
       const r = JSON.parse(ppl.stdout);
       equal(r.tokens, 399);
       equal(r.variants.length, 4);
+      equal(r.variants[0].perSegment.length, 7); // 400 bytes in segments of 64
+      const ppl32 = await cli(
+        "eval",
+        "ppl",
+        "--checkpoint",
+        ck,
+        "--text",
+        `${dir}/doc.txt`,
+        "--segment-length",
+        "32",
+        "--variants",
+        "memory",
+        "--out",
+        `${dir}/ppl32`,
+        "--json",
+      );
+      equal(ppl32.code, 0, ppl32.stderr);
+      const r32 = JSON.parse(ppl32.stdout);
+      equal(r32.segmentLength, 32);
+      equal(r32.variants[0].perSegment.length, 13);
       ok(r.variants.every((v: { nll: number }) => v.nll > 0 && Number.isFinite(v.nll)));
       match(await Deno.readTextFile(`${dir}/ppl/nll_per_segment.svg`), /^<svg/);
 

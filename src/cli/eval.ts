@@ -4,6 +4,7 @@ import { ShardReader, type Split } from "../data/shards.ts";
 import { Runtime } from "../gpu/runtime.ts";
 import { checkpointTokenizer } from "../eval/load.ts";
 import { openCheckpoint } from "../model/checkpoint.ts";
+import { cloneConfig, type ModelConfig, validateConfig } from "../model/config.ts";
 import { evalPasskey, type PasskeyResult } from "../eval/passkey.ts";
 import { evalPerplexity, type PplResult } from "../eval/ppl.ts";
 import {
@@ -56,6 +57,8 @@ Common:
                          passkey default: memory,off)
   --batch B              sequences scored side by side (default 8)
   --chunk K              segments per GPU call (default 4); memory is carried between calls
+  --segment-length S     stream segments of S tokens instead of the checkpoint's (no weight
+                         depends on it; lengths in segments then count segments of S)
   --out DIR              write results.json and the SVG plot there (default runs/eval-ppl or
                          runs/eval-passkey)
   --json                 print the results as JSON on stdout instead of a table
@@ -96,6 +99,20 @@ function parseVariants(v: string | undefined, def: Variant[]): Variant[] {
   return out as Variant[];
 }
 
+/**
+ * The checkpoint's config streamed in segments of `flag` tokens: the same number of segments
+ * per training sequence, so that the default passkey lengths stay 1x, 4x and 16x of it.
+ */
+function withSegmentLength(cfg: Readonly<ModelConfig>, flag: string | undefined): ModelConfig {
+  const out = cloneConfig(cfg);
+  if (flag === undefined) return out;
+  const S = intFlag("segment-length", flag, cfg.segmentLength);
+  out.seqLength = (cfg.seqLength / cfg.segmentLength) * S;
+  out.segmentLength = S;
+  validateConfig(out);
+  return out;
+}
+
 export async function run(args: string[]): Promise<number> {
   const sub = args[0];
   if (sub === undefined || sub === "-h" || sub === "--help") {
@@ -128,6 +145,7 @@ export async function run(args: string[]): Promise<number> {
         variants: { type: "string" },
         batch: { type: "string" },
         chunk: { type: "string" },
+        "segment-length": { type: "string" },
         out: { type: "string" },
         json: { type: "boolean" },
         help: { type: "boolean", short: "h" },
@@ -145,7 +163,7 @@ export async function run(args: string[]): Promise<number> {
   const chunk = intFlag("chunk", values.chunk, 4);
   const out = values.out ?? `runs/eval-${sub}`;
   const ck = await openCheckpoint(values.checkpoint);
-  const cfg = ck.config;
+  const cfg = withSegmentLength(ck.config, values["segment-length"]);
   const log = (s: string) => {
     if (!values.json) console.log(s);
   };
