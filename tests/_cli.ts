@@ -8,9 +8,14 @@ export interface CliResult {
   stderr: string;
 }
 
-export async function cli(...args: string[]): Promise<CliResult> {
+export function cli(...args: string[]): Promise<CliResult> {
+  return runScript(MAIN, ...args);
+}
+
+/** Runs any script of the repository (a bench task, say) the same way. */
+export async function runScript(path: string, ...args: string[]): Promise<CliResult> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
+    args: ["run", "-A", path, ...args],
     env: { NO_COLOR: "1" },
     stdout: "piped",
     stderr: "piped",

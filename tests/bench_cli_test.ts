@@ -3,18 +3,13 @@
  * is one line on stderr with exit code 2 (usage) or 1, never a stack trace.
  */
 import { equal, match } from "node:assert/strict";
+import { runScript } from "./_cli.ts";
 import { gpuTest } from "./_gpu.ts";
 
 const STAGES = new URL("../bench/passkey_stages.ts", import.meta.url).pathname;
 
-async function stagesScript(...args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", STAGES, ...args],
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+function stagesScript(...args: string[]) {
+  return runScript(STAGES, ...args);
 }
 
 Deno.test("results:passkey: a malformed --stages is one line and exit code 2", async () => {
