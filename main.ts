@@ -45,6 +45,19 @@ Global options:
 Run 'infini <command> --help' for examples.`;
 }
 
+/**
+ * The exit code of an error the user can act on, reported as one line without a stack trace:
+ * 2 for bad flags or arguments, 1 for a bad input, a missing file, no GPU adapter or a kernel
+ * the adapter rejects; null for anything else (a bug). The bench scripts report the same way.
+ */
+export function userErrorExitCode(e: unknown): 1 | 2 | null {
+  if (e instanceof UsageError) return 2;
+  const user = e instanceof UserError || e instanceof GpuUnavailableError ||
+    e instanceof KernelError || e instanceof Deno.errors.NotFound ||
+    e instanceof Deno.errors.PermissionDenied;
+  return user ? 1 : null;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const debug = argv.includes("--debug");
   const args = argv.filter((a) => a !== "--debug");
@@ -65,17 +78,10 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (debug) console.error(e);
     const msg = e instanceof Error ? e.message : String(e);
-    if (e instanceof UsageError) {
+    const code = userErrorExitCode(e);
+    if (code !== null) {
       console.error(`error: ${msg}`);
-      return 2;
-    }
-    if (e instanceof UserError || e instanceof GpuUnavailableError || e instanceof KernelError) {
-      console.error(`error: ${msg}`);
-      return 1;
-    }
-    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied) {
-      console.error(`error: ${msg}`);
-      return 1;
+      return code;
     }
     console.error(`error: ${msg}${debug ? "" : " (run with --debug for details)"}`);
     return 1;

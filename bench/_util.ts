@@ -1,12 +1,8 @@
 /** Shared helpers for bench tasks: timing GPU work by whole submits, tables and JSON output. */
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
-import { oneLine, UsageError, UserError } from "../src/cli/errors.ts";
-import {
-  GpuUnavailableError,
-  KernelError,
-  type Recorder,
-  type Runtime,
-} from "../src/gpu/runtime.ts";
+import { userErrorExitCode } from "../main.ts";
+import { oneLine } from "../src/cli/errors.ts";
+import type { Recorder, Runtime } from "../src/gpu/runtime.ts";
 
 /**
  * Seconds per call of `record` (which records one call into a recorder): one warm-up submit,
@@ -78,20 +74,18 @@ export async function writeJson(path: string, data: unknown): Promise<void> {
 }
 
 /**
- * An error the user can act on (a bad flag value, an impossible task shape, a missing
- * checkpoint, no GPU adapter) that escapes a bench script's top level ends it as main.ts
- * does: one line on stderr, exit code 2 for usage and 1 otherwise, no stack trace. Anything
- * else keeps Deno's default report.
+ * An error the user can act on (main.ts's userErrorExitCode: a bad flag value, an impossible
+ * task shape, a missing checkpoint, no GPU adapter) that escapes a bench script's top level
+ * ends it as main.ts does: one line on stderr, its exit code, no stack trace. Anything else
+ * keeps Deno's default report.
  */
 function reportUserErrors(): void {
   const report = (e: Event, err: unknown) => {
-    const user = err instanceof UserError || err instanceof UsageError ||
-      err instanceof GpuUnavailableError ||
-      err instanceof KernelError;
-    if (!user) return;
+    const code = userErrorExitCode(err);
+    if (code === null) return;
     e.preventDefault();
-    console.error(`error: ${oneLine(err.message)}`);
-    Deno.exit(err instanceof UsageError ? 2 : 1);
+    console.error(`error: ${oneLine((err as Error).message)}`);
+    Deno.exit(code);
   };
   globalThis.addEventListener("unhandledrejection", (e) => report(e, e.reason));
   globalThis.addEventListener("error", (e) => report(e, e.error));
