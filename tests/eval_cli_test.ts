@@ -94,6 +94,10 @@ gpuTest(
       equal(r.tokens, 399);
       equal(r.variants.length, 4);
       equal(r.variants[0].perSegment.length, 7); // 400 bytes in segments of 64
+      ok(r.variants.every((v: { nll: number }) => v.nll > 0 && Number.isFinite(v.nll)));
+      match(await Deno.readTextFile(`${dir}/ppl/nll_per_segment.svg`), /^<svg/);
+
+      // The same document in segments of 32 bytes.
       const ppl32 = await cli(
         "eval",
         "ppl",
@@ -113,8 +117,6 @@ gpuTest(
       const r32 = JSON.parse(ppl32.stdout);
       equal(r32.segmentLength, 32);
       equal(r32.variants[0].perSegment.length, 13);
-      ok(r.variants.every((v: { nll: number }) => v.nll > 0 && Number.isFinite(v.nll)));
-      match(await Deno.readTextFile(`${dir}/ppl/nll_per_segment.svg`), /^<svg/);
 
       // Token shards from gen (byte tokens, sequences of 256 = 4 segments), validation split.
       const docs = Array.from(
