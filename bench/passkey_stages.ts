@@ -13,16 +13,16 @@
  *                             [--sets hiddenSize=32,intermediateSize=128,headDim=8,initStd=0.1]
  *                             [--init-from RUN] [--first-mixture] [--task passkey|recall]
  *
- * A stage "M:N" trains N steps on lengths drawn per batch from the buckets up to M segments
- * (just M for the first stage, unless `--first-mixture`); "M:N:LR" gives it its own peak
- * learning rate (--lr otherwise). The passkey defaults are the recipe that solved 4 segments
- * here: the notes' 39k-parameter model (segments of 32 bytes) initialised N(0, 0.1), batch 32,
- * AdamW 0.9/0.95 without weight decay, 30 warm-up steps (20 in later stages) then cosine,
- * clip 1, answer digits weighted 254 (at 4 segments 10x the rest of the sequence together),
- * a fifth of the keys with their digits at a segment start (--boundary), lr 1e-2 for the first
- * stage and 3e-3 for the lengthening ones (the first stage is `demo --task passkey`). The
- * notes' own recipe is `--stages 4:2500 --lr 0.003 --warmup 100 --answer-weight 25.4 --boundary 0
- * --sets hiddenSize=32,intermediateSize=128,headDim=8`.
+ * A stage "M:N" trains N steps on lengths drawn per batch from the buckets 3, 4, 6, 8, 12, 16,
+ * 24, ... below M segments and M itself (just M for the first stage, unless `--first-mixture`);
+ * "M:N:LR" gives it its own peak learning rate (--lr otherwise). The passkey defaults are the
+ * recipe that solved 4 segments here: the notes' 39k-parameter model (segments of 32 bytes)
+ * initialised N(0, 0.1), batch 32, AdamW 0.9/0.95 without weight decay, 30 warm-up steps (20
+ * in later stages) then cosine, clip 1, answer digits weighted 254 (at 4 segments 10x the
+ * rest of the sequence together), a fifth of the keys with their digits at a segment start
+ * (--boundary), lr 1e-2 for the first stage and 3e-3 for the lengthening ones (the first stage
+ * is `demo --task passkey`). The notes' own recipe is `--stages 4:2500 --lr 0.003 --warmup 100
+ * --answer-weight 25.4 --boundary 0 --sets hiddenSize=32,intermediateSize=128,headDim=8`.
  * `--task recall` trains the micro model on the recall task (default `--stages 2:200 --lr
  * 0.003 --warmup 100`).
  * `--sets` overrides config fields of the tiny preset (e.g. initStd=0.1); `--eval` lists the
@@ -34,6 +34,7 @@
  * `--init-from` starts the first stage from an earlier run's weights (its stage folder).
  */
 import { benchArgs } from "./_util.ts";
+import { UsageError } from "../src/cli/errors.ts";
 import { DEMO_ANSWER_WEIGHT, DEMO_BOUNDARY_SHARE, DEMO_TASKS } from "../src/cli/demo.ts";
 import { passkeyHeatMap, passkeyTable } from "../src/cli/eval.ts";
 import { evalPasskey, meanAccuracy, type PasskeyResult } from "../src/eval/passkey.ts";
@@ -90,7 +91,49 @@ const stages = values.stages.split(",").map((s) => {
 });
 const evalLens = values.eval.split(",").map(Number);
 const trials = Number(values.trials), seed = Number(values.seed);
+for (
+  const [flag, ok, expected] of [
+    [
+      "eval",
+      evalLens.every((n) => Number.isInteger(n) && n >= 2),
+      "segment counts >= 2, comma-separated",
+    ],
+    ["trials", Number.isInteger(trials) && trials > 0, "a positive integer"],
+    ["seed", Number.isInteger(seed), "an integer"],
+  ] as const
+) {
+  if (!ok) throw new UsageError(`--${flag} '${values[flag]}': expected ${expected}`);
+}
 const BUCKETS = [3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128];
+// Every stage's config and data source is built before anything is written or the GPU is
+// opened, so an impossible stage fails at once and leaves no --out folder behind.
+// recall: the micro model with its own defaults. The segment length is the preset's unless
+// --sets gives one (e.g. segmentLength=64, where a control sample fits).
+const preset = taskName === "recall" ? "micro" : "tiny";
+const sets = taskName === "recall" ? [] : values.sets.split(",").filter(Boolean);
+const plan = stages.map(([maxSeg, steps, stageLr], i) => {
+  const setS = sets.find((kv) => kv.startsWith("segmentLength="))?.split("=")[1];
+  const S = setS === undefined ? resolveConfig(preset).segmentLength : Number(setS);
+  const cfg = resolveConfig(preset, [...sets, `memoryUpdate=${rule}`, `seqLength=${maxSeg * S}`]);
+  const mixture = i > 0 || values["first-mixture"] === true;
+  // The buckets below M, and M itself (which need not be a bucket).
+  const lengths = mixture ? [...BUCKETS.filter((b) => b < maxSeg), maxSeg] : [maxSeg];
+  if (taskName === "recall" && lengths.length > 1) {
+    throw new UsageError(`--task recall: one fixed length per stage (stage ${i + 1} mixes)`);
+  }
+  const source = taskName === "recall"
+    ? new RecallSource(cfg, seed + i)
+    : new PasskeySource(cfg, seed + i, {
+      // Default (T - 1) / 5: mean NLL of all tokens + 1.0 x mean NLL of the digits (the notes).
+      answerWeight: values["answer-weight"] === undefined
+        ? undefined
+        : Number(values["answer-weight"]),
+      controlShare: Number(values.control),
+      boundaryShare: Number(values.boundary),
+      segments: lengths,
+    });
+  return { maxSeg, steps, stageLr, cfg, lengths, source };
+});
 await Deno.mkdir(out, { recursive: true });
 const rt = await Runtime.create();
 const enc = new TextEncoder();
@@ -111,16 +154,7 @@ const summary: {
 }[] = [];
 // A first stage may continue from an earlier run's weights (e.g. more steps at 4 segments).
 let prev: string | undefined = values["init-from"];
-for (const [i, [maxSeg, steps, stageLr]] of stages.entries()) {
-  // recall: the micro model with its own defaults. The segment length is the preset's unless
-  // --sets gives one (e.g. segmentLength=64, where a control sample fits).
-  const preset = taskName === "recall" ? "micro" : "tiny";
-  const sets = taskName === "recall" ? [] : values.sets.split(",").filter(Boolean);
-  const setS = sets.find((kv) => kv.startsWith("segmentLength="))?.split("=")[1];
-  const S = setS === undefined ? resolveConfig(preset).segmentLength : Number(setS);
-  const cfg = resolveConfig(preset, [...sets, `memoryUpdate=${rule}`, `seqLength=${maxSeg * S}`]);
-  const mixture = i > 0 || values["first-mixture"] === true;
-  const lengths = mixture ? BUCKETS.filter((b) => b <= maxSeg) : [maxSeg];
+for (const [i, { maxSeg, steps, stageLr, cfg, lengths, source }] of plan.entries()) {
   const dir = `${out}/stage${i + 1}`;
   log(
     `stage ${i + 1}: ${steps} steps on lengths ${lengths.join(",")} segments${
@@ -128,20 +162,6 @@ for (const [i, [maxSeg, steps, stageLr]] of stages.entries()) {
     }`,
   );
   const t0 = performance.now();
-  if (taskName === "recall" && lengths.length > 1) {
-    throw new Error("recall: one fixed length per stage");
-  }
-  const source = taskName === "recall"
-    ? new RecallSource(cfg, seed + i)
-    : new PasskeySource(cfg, seed + i, {
-      // Default (T - 1) / 5: mean NLL of all tokens + 1.0 x mean NLL of the digits (the notes).
-      answerWeight: values["answer-weight"] === undefined
-        ? undefined
-        : Number(values["answer-weight"]),
-      controlShare: Number(values.control),
-      boundaryShare: Number(values.boundary),
-      segments: lengths,
-    });
   const r = await train(
     rt,
     cfg,

@@ -4,7 +4,7 @@
  */
 import { equal, match } from "node:assert/strict";
 import { runScript } from "./_cli.ts";
-import { gpuTest } from "./_gpu.ts";
+import { existsSync } from "node:fs";
 
 const STAGES = new URL("../bench/passkey_stages.ts", import.meta.url).pathname;
 
@@ -19,13 +19,16 @@ Deno.test("results:passkey: a malformed --stages is one line and exit code 2", a
   equal(r.stderr.trim().split("\n").length, 1, r.stderr);
 });
 
-gpuTest("results:passkey: a task that cannot be built is one line and exit code 1", async () => {
-  const out = await Deno.makeTempDir({ prefix: "infini-benchcli-" });
+Deno.test("results:passkey: a task that cannot be built is one line, exit code 1, no --out", async () => {
+  const parent = await Deno.makeTempDir({ prefix: "infini-benchcli-" });
+  const out = `${parent}/results`;
   try {
     // Two segments of 128 bytes: no allowed key position puts the digits at a segment start.
+    // Stage 1 is fine; stage 2 cannot be built, and is rejected before stage 1 trains.
     const r = await stagesScript(
       "--stages",
-      "2:1",
+      "4:1,2:1",
+      "--first-mixture",
       "--boundary",
       "0.5",
       "--sets",
@@ -36,7 +39,21 @@ gpuTest("results:passkey: a task that cannot be built is one line and exit code 
     equal(r.code, 1, r.stderr);
     match(r.stderr.trim().split("\n").at(-1)!, /^error: passkey: no allowed key position/);
     equal(r.stderr.match(/error|at file:/g)?.length, 1, r.stderr);
+    equal(existsSync(out), false, "a rejected run left its --out folder behind");
   } finally {
-    await Deno.remove(out, { recursive: true });
+    await Deno.remove(parent, { recursive: true });
+  }
+});
+
+Deno.test("results:passkey: a bad --eval or --trials is a usage error", async () => {
+  for (const [flag, value] of [["--eval", "4,x"], ["--eval", "1"], ["--trials", "0"]]) {
+    const r = await stagesScript(flag, value);
+    equal(r.code, 2, r.stderr);
+    equal(
+      r.stderr.trim(),
+      `error: ${flag} '${value}': expected ${
+        flag === "--eval" ? "segment counts >= 2, comma-separated" : "a positive integer"
+      }`,
+    );
   }
 });
