@@ -34,7 +34,7 @@
  * `--init-from` starts the first stage from an earlier run's weights (its stage folder).
  */
 import { benchArgs } from "./_util.ts";
-import { UsageError } from "../src/cli/errors.ts";
+import { intFlag, listFlag, UsageError } from "../src/cli/errors.ts";
 import { DEMO_ANSWER_WEIGHT, DEMO_BOUNDARY_SHARE, DEMO_TASKS } from "../src/cli/demo.ts";
 import { passkeyHeatMap, passkeyTable } from "../src/cli/eval.ts";
 import { evalPasskey, meanAccuracy, type PasskeyResult } from "../src/eval/passkey.ts";
@@ -84,26 +84,15 @@ const out = values.out ?? `results/${taskName}-${rule}`;
 const stages = values.stages.split(",").map((s) => {
   const [m, n, lr] = s.split(":").map(Number);
   if (![m, n].every((v) => Number.isInteger(v) && v > 0) || (lr !== undefined && !(lr > 0))) {
-    console.error(`error: --stages '${s}': expected M:N or M:N:LR (segments, steps, peak lr)`);
-    Deno.exit(2);
+    throw new UsageError(`--stages '${s}': expected M:N or M:N:LR (segments, steps, peak lr)`);
   }
   return [m, n, lr ?? Number(values.lr)] as const;
 });
-const evalLens = values.eval.split(",").map(Number);
-const trials = Number(values.trials), seed = Number(values.seed);
-for (
-  const [flag, ok, expected] of [
-    [
-      "eval",
-      evalLens.every((n) => Number.isInteger(n) && n >= 2),
-      "segment counts >= 2, comma-separated",
-    ],
-    ["trials", Number.isInteger(trials) && trials > 0, "a positive integer"],
-    ["seed", Number.isInteger(seed), "an integer"],
-  ] as const
-) {
-  if (!ok) throw new UsageError(`--${flag} '${values[flag]}': expected ${expected}`);
+const evalLens = listFlag("eval", values.eval, true)!;
+if (evalLens.some((n) => n < 2)) {
+  throw new UsageError(`--eval '${values.eval}': a passkey needs at least 2 segments`);
 }
+const trials = intFlag("trials", values.trials, 200), seed = intFlag("seed", values.seed, 1, 0);
 const BUCKETS = [3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128];
 // Every stage's config and data source is built before anything is written or the GPU is
 // opened, so an impossible stage fails at once and leaves no --out folder behind.
@@ -111,9 +100,9 @@ const BUCKETS = [3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128];
 // --sets gives one (e.g. segmentLength=64, where a control sample fits).
 const preset = taskName === "recall" ? "micro" : "tiny";
 const sets = taskName === "recall" ? [] : values.sets.split(",").filter(Boolean);
+const setS = sets.find((kv) => kv.startsWith("segmentLength="))?.split("=")[1];
+const S = setS === undefined ? resolveConfig(preset).segmentLength : Number(setS);
 const plan = stages.map(([maxSeg, steps, stageLr], i) => {
-  const setS = sets.find((kv) => kv.startsWith("segmentLength="))?.split("=")[1];
-  const S = setS === undefined ? resolveConfig(preset).segmentLength : Number(setS);
   const cfg = resolveConfig(preset, [...sets, `memoryUpdate=${rule}`, `seqLength=${maxSeg * S}`]);
   const mixture = i > 0 || values["first-mixture"] === true;
   // The buckets below M, and M itself (which need not be a bucket).

@@ -46,14 +46,15 @@ Deno.test("results:passkey: a task that cannot be built is one line, exit code 1
 });
 
 Deno.test("results:passkey: a bad --eval or --trials is a usage error", async () => {
-  for (const [flag, value] of [["--eval", "4,x"], ["--eval", "1"], ["--trials", "0"]]) {
+  for (
+    const [flag, value, why] of [
+      ["--eval", "4,x", "expected a comma-separated list of positive integers"],
+      ["--eval", "1", "a passkey needs at least 2 segments"],
+      ["--trials", "0", "expected an integer >= 1"],
+    ]
+  ) {
     const r = await stagesScript(flag, value);
     equal(r.code, 2, r.stderr);
-    equal(
-      r.stderr.trim(),
-      `error: ${flag} '${value}': expected ${
-        flag === "--eval" ? "segment counts >= 2, comma-separated" : "a positive integer"
-      }`,
-    );
+    equal(r.stderr.trim(), `error: ${flag} '${value}': ${why}`);
   }
 });

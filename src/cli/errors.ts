@@ -59,3 +59,22 @@ export function intFlag(flag: string, v: string | undefined, def: number, min = 
   }
   return n;
 }
+
+/**
+ * A comma-separated list flag (undefined when absent): numbers, or with `int` positive
+ * integers; anything else, or an empty list, is a usage error.
+ */
+export function listFlag(flag: string, v: string | undefined, int: boolean): number[] | undefined {
+  if (v === undefined) return undefined;
+  const out = v.split(",").map((s) => s.trim()).filter(Boolean).map(Number);
+  if (
+    !out.length || out.some((x) => !Number.isFinite(x) || (int && (!Number.isInteger(x) || x < 1)))
+  ) {
+    throw new UsageError(
+      `--${flag} '${v}': expected a comma-separated list of ${
+        int ? "positive integers" : "numbers"
+      }`,
+    );
+  }
+  return out;
+}

@@ -17,7 +17,7 @@ import {
 } from "../eval/stream.ts";
 import { writeFileAtomic } from "../model/safetensors.ts";
 import { heatMap, lineChart } from "../ui/svg.ts";
-import { intFlag, readUserText, usage, UsageError, UserError } from "./errors.ts";
+import { intFlag, listFlag, readUserText, usage, UsageError, UserError } from "./errors.ts";
 
 export const summary = "long-context perplexity and passkey retrieval, memory on and off";
 
@@ -69,21 +69,6 @@ Examples:
   deno task eval ppl --checkpoint runs/mini --text book.txt --max-tokens 65536
   deno task eval passkey --checkpoint runs/demo --segments 4,16,64 --trials 50
   deno task eval passkey --checkpoint runs/demo --lengths 1024,4096 --variants memory,off,zero-read`;
-
-function parseList(flag: string, v: string | undefined, int: boolean): number[] | undefined {
-  if (v === undefined) return undefined;
-  const out = v.split(",").map((s) => s.trim()).filter(Boolean).map(Number);
-  if (
-    !out.length || out.some((x) => !Number.isFinite(x) || (int && (!Number.isInteger(x) || x < 1)))
-  ) {
-    throw new UsageError(
-      `--${flag} '${v}': expected a comma-separated list of ${
-        int ? "positive integers" : "numbers"
-      }`,
-    );
-  }
-  return out;
-}
 
 function parseVariants(v: string | undefined, def: Variant[]): Variant[] {
   if (v === undefined) return def;
@@ -250,10 +235,10 @@ export async function run(args: string[]): Promise<number> {
   if (values.segments && values.lengths) {
     throw new UsageError("eval passkey: --segments or --lengths, not both");
   }
-  const segments = parseList("segments", values.segments, true) ??
-    parseList("lengths", values.lengths, true)?.map((t) => Math.ceil(t / S)) ??
+  const segments = listFlag("segments", values.segments, true) ??
+    listFlag("lengths", values.lengths, true)?.map((t) => Math.ceil(t / S)) ??
     [nTrain, 4 * nTrain, 16 * nTrain];
-  const depths = parseList("depths", values.depths, false) ?? [0, 0.5, 1];
+  const depths = listFlag("depths", values.depths, false) ?? [0, 0.5, 1];
   if (depths.some((d) => d < 0 || d > 1)) {
     throw new UsageError(`--depths: every depth must be in [0, 1]`);
   }
