@@ -19,7 +19,7 @@ import {
   type RefModel,
 } from "./ref/model.ts";
 
-const FIXTURE = "/work/shared/fixtures/infini-gemma-tiny";
+const FIXTURE = new URL("./fixtures/infini-gemma-tiny", import.meta.url).pathname;
 
 async function fixture() {
   const ck = await loadCheckpoint(FIXTURE);

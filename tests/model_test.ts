@@ -11,7 +11,7 @@ import { readSafetensors } from "../src/model/safetensors.ts";
 import { gpuTest } from "./_gpu.ts";
 import { assertClose } from "./_numeric.ts";
 
-const FIX = new URL("../../shared/fixtures/infini-gemma-tiny/", import.meta.url).pathname;
+const FIX = new URL("./fixtures/infini-gemma-tiny/", import.meta.url).pathname;
 
 interface Expected {
   cases: Record<string, { mean_nll: number; per_token_nll: number[][] }>;
