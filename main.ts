@@ -2,16 +2,16 @@
  * infini: pre-train and evaluate Gemma-style models with Infini-attention on WebGPU.
  * This file only dispatches subcommands; each lives in src/cli/<name>.ts.
  */
-import { UsageError, UserError } from "./src/cli/errors.ts";
+import { SUMMARIES } from "./src/cli/summaries.ts";
+import { UsageError, UserError } from "./src/util/errors.ts";
 import { GpuUnavailableError, KernelError } from "./src/gpu/runtime.ts";
 
 interface Command {
-  summary: string;
   run(args: string[]): Promise<number>;
 }
 
 /** Subcommands, loaded on demand so that `--help` stays fast. */
-const COMMANDS: Record<string, () => Promise<Command>> = {
+const COMMANDS: Record<keyof typeof SUMMARIES, () => Promise<Command>> = {
   info: () => import("./src/cli/info.ts"),
   train: () => import("./src/cli/train.ts"),
   gen: () => import("./src/cli/gen.ts"),
@@ -20,17 +20,10 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   demo: () => import("./src/cli/demo.ts"),
 };
 
-const SUMMARIES: Record<string, string> = {
-  info: "show the WebGPU adapter, its limits and features",
-  train: "pre-train a model on token shards or the built-in passkey task",
-  gen: "turn text corpora into packed token shards for training",
-  eval: "long-context perplexity and passkey retrieval, memory on and off",
-  generate: "continue a prompt of any length, streaming tokens as they come",
-  demo: "train a small model on the built-in passkey task and show its memory at work",
-};
-
 function help(): string {
-  const rows = Object.keys(COMMANDS).map((k) => `  ${k.padEnd(10)} ${SUMMARIES[k] ?? ""}`);
+  const rows = Object.keys(COMMANDS).map((k) =>
+    `  ${k.padEnd(10)} ${SUMMARIES[k as keyof typeof SUMMARIES]}`
+  );
   return `infini: Gemma-style language models with Infini-attention, on WebGPU
 
 Usage: infini <command> [options]     (from source: deno run -A main.ts <command>)
@@ -66,7 +59,7 @@ export async function main(argv: string[]): Promise<number> {
     console.log(help());
     return name === undefined ? 2 : 0;
   }
-  const load = COMMANDS[name];
+  const load = (COMMANDS as Record<string, () => Promise<Command>>)[name];
   try {
     if (!load) {
       throw new UsageError(

@@ -1,7 +1,7 @@
 /** Shared helpers for bench tasks: timing GPU work by whole submits, tables and JSON output. */
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { userErrorExitCode } from "../main.ts";
-import { oneLine } from "../src/cli/errors.ts";
+import { oneLine } from "../src/util/errors.ts";
 import type { Recorder, Runtime } from "../src/gpu/runtime.ts";
 
 /**

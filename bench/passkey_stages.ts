@@ -34,14 +34,15 @@
  * `--init-from` starts the first stage from an earlier run's weights (its stage folder).
  */
 import { benchArgs } from "./_util.ts";
-import { intFlag, listFlag, UsageError } from "../src/cli/errors.ts";
+import { UsageError } from "../src/util/errors.ts";
+import { intFlag, listFlag } from "../src/cli/flags.ts";
 import { DEMO_ANSWER_WEIGHT, DEMO_BOUNDARY_SHARE, DEMO_TASKS } from "../src/cli/demo.ts";
 import { passkeyHeatMap, passkeyTable } from "../src/cli/eval.ts";
 import { evalPasskey, meanAccuracy, type PasskeyResult } from "../src/eval/passkey.ts";
 import { Streamer, type Variant } from "../src/eval/stream.ts";
 import { Runtime } from "../src/gpu/runtime.ts";
 import { resolveConfig } from "../src/model/config.ts";
-import { writeFileAtomic } from "../src/model/safetensors.ts";
+import { writeFileAtomic } from "../src/util/files.ts";
 import { PasskeySource, RecallSource } from "../src/train/data.ts";
 import { fmtDuration, train, TRAIN_DEFAULTS } from "../src/train/trainer.ts";
 

@@ -6,7 +6,7 @@
  * `{ id, ok: false, userError, name, message }`.
  */
 /// <reference lib="deno.worker" />
-import { UserError } from "../src/cli/errors.ts";
+import { UserError } from "../src/util/errors.ts";
 import { loadCheckpoint } from "../src/model/checkpoint.ts";
 
 self.onmessage = async (ev: MessageEvent<{ id: number; dir: string }>) => {

@@ -27,7 +27,27 @@ Deno.test("cli: unknown command, unknown flag and bad values are one-line usage 
     const [args, want] of [
       [["frobnicate"], /unknown command 'frobnicate'/],
       [["train", "--bogus"], /train: .*bogus/],
-      [["train", "--steps", "ten"], /--steps must be an integer/],
+      [["train", "--steps", "ten"], /--steps 'ten': expected an integer >= 1/],
+      [["train", "--steps", "-3"], /--steps '-3': expected an integer >= 1/],
+      [["train", "--lr", "-1"], /--lr '-1': expected a number >= 0/],
+      [["train", "--steps", "--out", "x"], /train: --steps needs a value, got '--out'/],
+      [["train", "--steps"], /train: --steps needs a value \(see/],
+      [["train", "--resume=yes"], /train: --resume takes no value/],
+      [["train", "--stepz", "3"], /unknown option '--stepz' \(did you mean '--steps'\?\)/],
+      [
+        ["eval", "passkey", "--checkpoint", "x", "--text", "a.txt"],
+        /--text is an option of 'eval ppl'/,
+      ],
+      [
+        ["eval", "passkey", "--frob"],
+        /^error: eval passkey: unknown option '--frob' \(see 'eval passkey --help'\)\n$/,
+      ],
+      [
+        ["eval", "ppl", "--checkpoint", "x", "--trials", "3"],
+        /--trials is an option of 'eval passkey'/,
+      ],
+      [["gen", "--output"], /gen: --output needs a value/],
+      [["demo", "--task", "sort"], /--task 'sort': expected one of recall, passkey/],
       [["train", "--set", "hiddenSise=64"], /hiddenSise.*hiddenSize/],
       [["train", "--preset", "huge"], /unknown preset 'huge'/],
     ] as [string[], RegExp][]

@@ -3,7 +3,7 @@ import {
   ok as assert,
   throws as assertThrows,
 } from "node:assert/strict";
-import { UsageError, UserError } from "../src/cli/errors.ts";
+import { UsageError, UserError } from "../src/util/errors.ts";
 import {
   applyOverrides,
   boolField,
@@ -35,7 +35,7 @@ import {
   paramTable,
 } from "../src/model/params.ts";
 
-const FIXTURE = "/work/shared/fixtures/infini-gemma-tiny";
+const FIXTURE = new URL("./fixtures/infini-gemma-tiny", import.meta.url).pathname;
 
 /** Expects `fn` to throw an error of class `cls` whose message matches `re`. */
 function throwsWith(fn: () => unknown, cls: new (...a: never[]) => Error, re: RegExp): void {

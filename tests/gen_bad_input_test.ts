@@ -349,8 +349,12 @@ Deno.test("gen bad input: a wrong --text-field for every record, even with --ski
 });
 
 Deno.test("gen usage errors exit 2; a bad tokenizer path exits 1", async () => {
-  assertOneLineError(await runGen(["--frobnicate"]), ["gen: Unknown option '--frobnicate'"], 2);
-  assertOneLineError(await runGen(["--seq-len", "many"]), ["--seq-len wants an integer"], 2);
+  assertOneLineError(await runGen(["--frobnicate"]), ["gen: unknown option '--frobnicate'"], 2);
+  assertOneLineError(
+    await runGen(["--seq-len", "many"]),
+    ["--seq-len 'many': expected an integer"],
+    2,
+  );
   assertOneLineError(await runGen(["--val-fraction", "1.5"]), ["--val-fraction"], 2);
   const dir = await tempDir();
   try {

@@ -1,5 +1,5 @@
 import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert/strict";
-import { UserError } from "../src/cli/errors.ts";
+import { UserError } from "../src/util/errors.ts";
 import { loadCheckpoint, saveCheckpoint, tensorsToFlat } from "../src/model/checkpoint.ts";
 import { preset, readHfConfig, resolveConfig } from "../src/model/config.ts";
 import { initParams, layerNames, paramTable } from "../src/model/params.ts";
@@ -9,11 +9,11 @@ import {
   halfToFloat,
   readSafetensors,
   type TensorToWrite,
-  writeFileAtomic,
   writeSafetensors,
 } from "../src/model/safetensors.ts";
+import { writeFileAtomic } from "../src/util/files.ts";
 
-const FIXTURE = "/work/shared/fixtures/infini-gemma-tiny";
+const FIXTURE = new URL("./fixtures/infini-gemma-tiny", import.meta.url).pathname;
 
 /** Expects `fn` to reject with a one-line UserError whose message matches every pattern. */
 async function failsWith(fn: () => Promise<unknown>, ...patterns: RegExp[]): Promise<void> {

@@ -3,7 +3,7 @@
  * identical to an uninterrupted one.
  */
 import { deepEqual, ok, rejects } from "node:assert/strict";
-import { UserError } from "../src/cli/errors.ts";
+import { UserError } from "../src/util/errors.ts";
 import { resolveConfig } from "../src/model/config.ts";
 import { PasskeySource, RecallSource } from "../src/train/data.ts";
 import { train, TRAIN_DEFAULTS, type TrainOptions, validate } from "../src/train/trainer.ts";

@@ -7,19 +7,16 @@
  * about a minute) and `passkey` (the 5-digit Mohtashami-Jaggi task, which needs hundreds of
  * steps here before it breaks through, and more to solve it; see the README, Results).
  */
-import { parseArgs } from "node:util";
 import { Runtime } from "../gpu/runtime.ts";
 import { evalPasskey, meanAccuracy, type PasskeyResult } from "../eval/passkey.ts";
 import { Streamer } from "../eval/stream.ts";
 import { formatConfig, type ModelConfig, resolveConfig } from "../model/config.ts";
-import { writeFileAtomic } from "../model/safetensors.ts";
+import { writeFileAtomic } from "../util/files.ts";
 import { PasskeySource, RecallSource } from "../train/data.ts";
 import { fmtDuration, train, TRAIN_DEFAULTS, type TrainOptions } from "../train/trainer.ts";
-import { intFlag, usage, UsageError } from "./errors.ts";
+import { choiceFlag, intFlag, parseCommand } from "./flags.ts";
 import { passkeyHeatMap, passkeyTable } from "./eval.ts";
-
-export const summary =
-  "train a small model on the built-in passkey task and show its memory at work";
+import { SUMMARIES } from "./summaries.ts";
 
 interface DemoTask {
   preset: string;
@@ -77,7 +74,7 @@ export const DEMO_ANSWER_WEIGHT = 254;
  */
 export const DEMO_BOUNDARY_SHARE = 0.2;
 
-const HELP = `infini demo: ${summary}
+const HELP = `infini demo: ${SUMMARIES.demo}
 
 Usage: infini demo [options]
 
@@ -107,38 +104,27 @@ Examples:
   deno task demo --task passkey --out runs/demo-passkey`;
 
 export async function run(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      options: {
-        task: { type: "string", default: "recall" },
-        out: { type: "string", default: "runs/demo" },
-        steps: { type: "string" },
-        trials: { type: "string" },
-        seed: { type: "string", default: "1" },
-        help: { type: "boolean", short: "h" },
-      },
-    }));
-  } catch (e) {
-    usage(e, "demo");
-  }
-  if (values.help) {
-    console.log(HELP);
-    return 0;
-  }
-  if (values.task !== "recall" && values.task !== "passkey") {
-    throw new UsageError(`--task '${values.task}': expected recall or passkey`);
-  }
-  const taskName = values.task;
+  const parsed = parseCommand({
+    name: "demo",
+    help: HELP,
+    options: {
+      task: { type: "string" },
+      out: { type: "string" },
+      steps: { type: "string" },
+      trials: { type: "string" },
+      seed: { type: "string" },
+    },
+  }, args);
+  if (!parsed) return 0;
+  const { values } = parsed;
+  const taskName = choiceFlag("task", values.task, ["recall", "passkey"], "recall");
+  const out = values.out ?? "runs/demo";
   const task = DEMO_TASKS[taskName];
   const steps = intFlag("steps", values.steps, task.train.steps!);
   const trials = values.trials === undefined
     ? (taskName === "recall" ? 100 : 20)
     : intFlag("trials", values.trials, 1);
   const seed = intFlag("seed", values.seed, 1, 0);
-  const out = values.out;
   const cfg: ModelConfig = resolveConfig(task.preset, task.sets);
   const nS = cfg.seqLength / cfg.segmentLength;
   const o: TrainOptions = { ...TRAIN_DEFAULTS, ...task.train, steps, seed, out };

@@ -1,5 +1,4 @@
 /** `eval`: long-context perplexity and passkey retrieval, memory on and off, streaming. */
-import { parseArgs } from "node:util";
 import { ShardReader, type Split } from "../data/shards.ts";
 import { Runtime } from "../gpu/runtime.ts";
 import { checkpointTokenizer } from "../eval/load.ts";
@@ -15,13 +14,13 @@ import {
   VARIANT_HELP,
   VARIANTS,
 } from "../eval/stream.ts";
-import { writeFileAtomic } from "../model/safetensors.ts";
+import { writeFileAtomic } from "../util/files.ts";
 import { heatMap, lineChart } from "../ui/svg.ts";
-import { intFlag, listFlag, readUserText, usage, UsageError, UserError } from "./errors.ts";
+import { readUserText, UsageError, UserError } from "../util/errors.ts";
+import { choiceFlag, intFlag, listFlag, parseCommand } from "./flags.ts";
+import { SUMMARIES } from "./summaries.ts";
 
-export const summary = "long-context perplexity and passkey retrieval, memory on and off";
-
-const HELP = `infini eval: ${summary}
+const HELP = `infini eval: ${SUMMARIES.eval}
 
 Usage: infini eval ppl --checkpoint DIR (--data DIR | --text FILE...) [options]
        infini eval passkey --checkpoint DIR [options]
@@ -98,6 +97,32 @@ function withSegmentLength(cfg: Readonly<ModelConfig>, flag: string | undefined)
   return out;
 }
 
+const COMMON_OPTIONS = {
+  checkpoint: { type: "string" },
+  variants: { type: "string" },
+  batch: { type: "string" },
+  chunk: { type: "string" },
+  "segment-length": { type: "string" },
+  out: { type: "string" },
+  json: { type: "boolean" },
+} as const;
+const PPL_OPTIONS = {
+  data: { type: "string" },
+  split: { type: "string" },
+  text: { type: "string", multiple: true },
+  tokenizer: { type: "string" },
+  "max-docs": { type: "string" },
+  "max-tokens": { type: "string" },
+} as const;
+const PASSKEY_OPTIONS = {
+  segments: { type: "string" },
+  lengths: { type: "string" },
+  depths: { type: "string" },
+  trials: { type: "string" },
+  seed: { type: "string" },
+  "no-control": { type: "boolean" },
+} as const;
+
 export async function run(args: string[]): Promise<number> {
   const sub = args[0];
   if (sub === undefined || sub === "-h" || sub === "--help") {
@@ -107,42 +132,20 @@ export async function run(args: string[]): Promise<number> {
   if (sub !== "ppl" && sub !== "passkey") {
     throw new UsageError(`eval: unknown subcommand '${sub}' (ppl or passkey; see 'eval --help')`);
   }
-  let values, positionals: string[];
-  try {
-    ({ values, positionals } = parseArgs({
-      args: args.slice(1),
-      strict: true,
-      allowPositionals: true,
-      options: {
-        checkpoint: { type: "string" },
-        data: { type: "string" },
-        split: { type: "string", default: "val" },
-        text: { type: "string", multiple: true },
-        tokenizer: { type: "string" },
-        "max-docs": { type: "string" },
-        "max-tokens": { type: "string" },
-        segments: { type: "string" },
-        lengths: { type: "string" },
-        depths: { type: "string" },
-        trials: { type: "string" },
-        seed: { type: "string" },
-        "no-control": { type: "boolean" },
-        variants: { type: "string" },
-        batch: { type: "string" },
-        chunk: { type: "string" },
-        "segment-length": { type: "string" },
-        out: { type: "string" },
-        json: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-    }));
-  } catch (e) {
-    usage(e, `eval ${sub}`);
-  }
-  if (values.help) {
-    console.log(HELP);
-    return 0;
-  }
+  const ppl = sub === "ppl";
+  const parsed = parseCommand({
+    name: `eval ${sub}`,
+    help: HELP,
+    options: { ...COMMON_OPTIONS, ...PPL_OPTIONS, ...PASSKEY_OPTIONS },
+    positionals: ppl,
+    elsewhere: Object.fromEntries(
+      Object.keys(ppl ? PASSKEY_OPTIONS : PPL_OPTIONS).map((
+        k,
+      ) => [k, `eval ${ppl ? "passkey" : "ppl"}`]),
+    ),
+  }, args.slice(1));
+  if (!parsed) return 0;
+  const { values, positionals } = parsed;
   if (!values.checkpoint) throw new UsageError(`eval ${sub}: --checkpoint DIR is required`);
   const batch = intFlag("batch", values.batch, 8);
   const chunk = intFlag("chunk", values.chunk, 4);
@@ -169,10 +172,7 @@ export async function run(args: string[]): Promise<number> {
     }
     const docs: (Sequence & { name: string })[] = [];
     if (values.data) {
-      const split = values.split as Split;
-      if (split !== "val" && split !== "train") {
-        throw new UsageError(`--split '${values.split}': expected val or train`);
-      }
+      const split: Split = choiceFlag("split", values.split, ["val", "train"], "val");
       const r = await ShardReader.open(values.data, split);
       try {
         if (r.vocabSize > cfg.vocabSize) {

@@ -1,14 +1,13 @@
 /** `gen`: text corpora (JSON array, JSON Lines, parquet, .txt) to packed token shards. */
-import { parseArgs } from "node:util";
 import { GEN_DEFAULTS, generate, type GenOptions, Interrupted } from "../data/gen.ts";
 import { compact, Progress } from "../data/progress.ts";
 import { TOKENIZER_SPECS } from "../data/tokenizer.ts";
-import { usage, UsageError } from "./errors.ts";
-
-export const summary = "turn text corpora into packed token shards for training";
+import { UsageError } from "../util/errors.ts";
+import { intFlag, numFlag, parseCommand } from "./flags.ts";
+import { SUMMARIES } from "./summaries.ts";
 
 const D = GEN_DEFAULTS;
-const HELP = `infini gen: ${summary}
+const HELP = `infini gen: ${SUMMARIES.gen}
 
 Reads every .json (one array of records), .jsonl/.ndjson (one record per line), .parquet and
 .txt (one document per file) under the inputs, tokenizes in parallel, appends the end-of-text
@@ -20,7 +19,7 @@ Usage: infini gen [options]
 
 Options:
   -i, --input PATH       file or folder to read; repeatable (default: ${D.inputs[0]}/)
-  -o, --output DIR       output folder (default: ${D.output}/)
+  -o, --out DIR          output folder (default: ${D.output}/; --output works too)
   -t, --tokenizer SPEC   ${
   TOKENIZER_SPECS.join(" | ")
 } | path/to/tokenizer.json (default: ${D.tokenizer})
@@ -43,56 +42,33 @@ Examples:
   deno task gen                                    # datasets/ -> train_datasets/, Qwen BPE
   deno task gen --limit 2000 --seq-len 512         # a quick sample
   deno task gen -i wikipedia-cn-20230720-filtered.json --skip-bad
-  deno task gen -i corpus/ --tokenizer bytes --seq-len 256 -o runs/bytes_data
+  deno task gen -i corpus/ --tokenizer bytes --seq-len 256 --out runs/bytes_data
   deno task gen -i data.parquet --text-field text --tokenizer ./tokenizer.json`;
 
 export async function run(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        input: { type: "string", short: "i", multiple: true },
-        output: { type: "string", short: "o" },
-        tokenizer: { type: "string", short: "t" },
-        "text-field": { type: "string" },
-        "seq-len": { type: "string" },
-        "val-fraction": { type: "string" },
-        seed: { type: "string" },
-        limit: { type: "string" },
-        workers: { type: "string" },
-        "shard-mb": { type: "string" },
-        "skip-bad": { type: "boolean" },
-        quiet: { type: "boolean" },
-        json: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (e) {
-    usage(e, "gen");
-  }
-  if (values.help) {
-    console.log(HELP);
-    return 0;
-  }
-  const int = (name: string, v: string | undefined, dflt: number, min: number, max = 2 ** 31) => {
-    if (v === undefined) return dflt;
-    const n = /^\d+$/.test(v.replaceAll("_", "")) ? Number(v.replaceAll("_", "")) : NaN;
-    if (!Number.isSafeInteger(n) || n < min || n > max) {
-      throw new UsageError(`gen: --${name} wants an integer in [${min}, ${max}], not '${v}'`);
-    }
-    return n;
-  };
-  const valFraction = values["val-fraction"] === undefined
-    ? D.valFraction
-    : Number(values["val-fraction"]);
-  if (!(valFraction >= 0 && valFraction < 1) || values["val-fraction"]?.trim() === "") {
-    throw new UsageError(
-      `gen: --val-fraction wants a number in [0, 1), not '${values["val-fraction"]}'`,
-    );
-  }
+  const parsed = parseCommand({
+    name: "gen",
+    help: HELP,
+    options: {
+      input: { type: "string", short: "i", multiple: true },
+      out: { type: "string", short: "o" },
+      tokenizer: { type: "string", short: "t" },
+      "text-field": { type: "string" },
+      "seq-len": { type: "string" },
+      "val-fraction": { type: "string" },
+      seed: { type: "string" },
+      limit: { type: "string" },
+      workers: { type: "string" },
+      "shard-mb": { type: "string" },
+      "skip-bad": { type: "boolean" },
+      quiet: { type: "boolean" },
+      json: { type: "boolean" },
+    },
+    aliases: { output: "out" },
+  }, args);
+  if (!parsed) return 0;
+  const { values } = parsed;
+  const valFraction = numFlag("val-fraction", values["val-fraction"], D.valFraction, { below: 1 });
   const textField = values["text-field"] ?? D.textField;
   if (textField === "") throw new UsageError("gen: --text-field is empty");
   const quiet = values.quiet ?? false;
@@ -102,16 +78,16 @@ export async function run(args: string[]): Promise<number> {
   const progress = new Progress({ mode: quiet ? "off" : tty ? "tty" : "plain" });
   const opts: GenOptions = {
     inputs: values.input ?? D.inputs,
-    output: values.output ?? D.output,
+    output: values.out ?? D.output,
     tokenizer: values.tokenizer ?? D.tokenizer,
     textField,
-    seqLen: int("seq-len", values["seq-len"], D.seqLen, 2),
+    seqLen: intFlag("seq-len", values["seq-len"], D.seqLen, 2),
     valFraction,
-    seed: int("seed", values.seed, D.seed, 0, 2 ** 32 - 1),
-    limit: values.limit === undefined ? undefined : int("limit", values.limit, 0, 1),
-    workers: int("workers", values.workers, D.workers, 0),
+    seed: intFlag("seed", values.seed, D.seed, 0, 2 ** 32 - 1),
+    limit: values.limit === undefined ? undefined : intFlag("limit", values.limit, 0, 1),
+    workers: intFlag("workers", values.workers, D.workers, 0),
     skipBad: values["skip-bad"] ?? false,
-    shardBytes: int("shard-mb", values["shard-mb"], D.shardBytes >> 20, 1) * (1 << 20),
+    shardBytes: intFlag("shard-mb", values["shard-mb"], D.shardBytes >> 20, 1) * (1 << 20),
     progress,
     signal: controller.signal,
     onSkip: (message) => {

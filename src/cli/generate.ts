@@ -1,14 +1,13 @@
 /** `generate`: continue a prompt of any length, streaming tokens to stdout. */
-import { parseArgs } from "node:util";
 import { Runtime } from "../gpu/runtime.ts";
 import { Generator } from "../eval/generate.ts";
 import { checkpointTokenizer } from "../eval/load.ts";
 import { openCheckpoint } from "../model/checkpoint.ts";
-import { intFlag, readUserText, usage, UsageError } from "./errors.ts";
+import { readUserText, UsageError } from "../util/errors.ts";
+import { intFlag, numFlag, parseCommand } from "./flags.ts";
+import { SUMMARIES } from "./summaries.ts";
 
-export const summary = "continue a prompt of any length, streaming tokens as they come";
-
-const HELP = `infini generate: ${summary}
+const HELP = `infini generate: ${SUMMARIES.generate}
 
 Usage: infini generate --checkpoint DIR (--prompt TEXT | --prompt-file FILE) [options]
 
@@ -33,45 +32,31 @@ Examples:
   deno task generate --checkpoint runs/mini --prompt-file long.txt --max-tokens 200 --top-p 0.9`;
 
 export async function run(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      options: {
-        checkpoint: { type: "string" },
-        prompt: { type: "string" },
-        "prompt-file": { type: "string" },
-        "max-tokens": { type: "string", default: "64" },
-        temperature: { type: "string", default: "0.8" },
-        "top-p": { type: "string", default: "0.95" },
-        seed: { type: "string", default: "1" },
-        tokenizer: { type: "string" },
-        "no-stop": { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-    }));
-  } catch (e) {
-    usage(e, "generate");
-  }
-  if (values.help) {
-    console.log(HELP);
-    return 0;
-  }
+  const parsed = parseCommand({
+    name: "generate",
+    help: HELP,
+    options: {
+      checkpoint: { type: "string" },
+      prompt: { type: "string" },
+      "prompt-file": { type: "string" },
+      "max-tokens": { type: "string" },
+      temperature: { type: "string" },
+      "top-p": { type: "string" },
+      seed: { type: "string" },
+      tokenizer: { type: "string" },
+      "no-stop": { type: "boolean" },
+    },
+  }, args);
+  if (!parsed) return 0;
+  const { values } = parsed;
   if (!values.checkpoint) throw new UsageError("generate: --checkpoint DIR is required");
   if ((values.prompt === undefined) === (values["prompt-file"] === undefined)) {
     throw new UsageError("generate: give --prompt TEXT or --prompt-file FILE (one of them)");
   }
   const maxTokens = intFlag("max-tokens", values["max-tokens"], 64);
   const seed = intFlag("seed", values.seed, 1, 0);
-  const temperature = Number(values.temperature);
-  const topP = Number(values["top-p"]);
-  if (!(temperature >= 0)) {
-    throw new UsageError(`--temperature '${values.temperature}': expected a number >= 0`);
-  }
-  if (!(topP > 0 && topP <= 1)) {
-    throw new UsageError(`--top-p '${values["top-p"]}': expected a number in (0, 1]`);
-  }
+  const temperature = numFlag("temperature", values.temperature, 0.8);
+  const topP = numFlag("top-p", values["top-p"], 0.95, { above: 0, max: 1 });
 
   let prompt = values.prompt;
   if (prompt === undefined) {

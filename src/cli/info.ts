@@ -1,11 +1,9 @@
 /** `info`: the WebGPU adapter, its limits and features, and the tuning chosen for it. */
-import { parseArgs } from "node:util";
 import { fmtBytes, Runtime } from "../gpu/runtime.ts";
-import { usage } from "./errors.ts";
+import { parseCommand } from "./flags.ts";
+import { SUMMARIES } from "./summaries.ts";
 
-export const summary = "show the WebGPU adapter, its limits and features";
-
-const HELP = `infini info: ${summary}
+const HELP = `infini info: ${SUMMARIES.info}
 
 Usage: infini info [--json]
 
@@ -18,20 +16,12 @@ Examples:
   deno run -A main.ts info --json`;
 
 export async function run(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: { json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
-      strict: true,
-    }));
-  } catch (e) {
-    usage(e, "info");
-  }
-  if (values.help) {
-    console.log(HELP);
-    return 0;
-  }
+  const parsed = parseCommand(
+    { name: "info", help: HELP, options: { json: { type: "boolean" } } },
+    args,
+  );
+  if (!parsed) return 0;
+  const { values } = parsed;
   const rt = await Runtime.create();
   const i = rt.adapterInfo;
   const limits: Record<string, { adapter: number; device: number }> = {};

@@ -1,16 +1,15 @@
 /** `train`: pre-train an Infini-Gemma model on token shards or the built-in passkey task. */
-import { parseArgs } from "node:util";
 import { Runtime } from "../gpu/runtime.ts";
 import { formatConfig, PRESETS, resolveConfig } from "../model/config.ts";
 import { paramCount } from "../model/params.ts";
 import { type BatchSource, PasskeySource, RecallSource, ShardSource } from "../train/data.ts";
 import { train, TRAIN_DEFAULTS, type TrainOptions } from "../train/trainer.ts";
-import { usage, UsageError } from "./errors.ts";
-
-export const summary = "pre-train a model on token shards or the built-in passkey task";
+import { UsageError } from "../util/errors.ts";
+import { intFlag, listFlag, numFlag, parseCommand } from "./flags.ts";
+import { SUMMARIES } from "./summaries.ts";
 
 const D = TRAIN_DEFAULTS;
-const HELP = `infini train: ${summary}
+const HELP = `infini train: ${SUMMARIES.train}
 
 Usage: infini train [options]
 
@@ -73,94 +72,78 @@ Examples:
   deno task train --set seqLength=512 --segments 3,4,8,16 --init-from runs/tiny --out runs/tiny16`;
 
 export async function run(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      options: {
-        preset: { type: "string", default: "tiny" },
-        set: { type: "string", multiple: true, default: [] },
-        "print-config": { type: "boolean" },
-        data: { type: "string", default: "passkey" },
-        "answer-weight": { type: "string" },
-        "control-share": { type: "string" },
-        "boundary-share": { type: "string" },
-        segments: { type: "string" },
-        "init-from": { type: "string" },
-        steps: { type: "string" },
-        batch: { type: "string" },
-        accum: { type: "string" },
-        lr: { type: "string" },
-        warmup: { type: "string" },
-        "min-lr-ratio": { type: "string" },
-        "weight-decay": { type: "string" },
-        beta1: { type: "string" },
-        beta2: { type: "string" },
-        clip: { type: "string" },
-        seed: { type: "string" },
-        out: { type: "string" },
-        "log-every": { type: "string" },
-        "eval-every": { type: "string" },
-        "eval-batches": { type: "string" },
-        "save-every": { type: "string" },
-        resume: { type: "boolean" },
-        "stop-after": { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    }));
-  } catch (e) {
-    usage(e, "train");
-  }
-  if (values.help) {
-    console.log(HELP);
-    return 0;
-  }
-  if (!(values.preset in PRESETS)) {
+  const parsed = parseCommand({
+    name: "train",
+    help: HELP,
+    options: {
+      preset: { type: "string" },
+      set: { type: "string", multiple: true, default: [] },
+      "print-config": { type: "boolean" },
+      data: { type: "string" },
+      "answer-weight": { type: "string" },
+      "control-share": { type: "string" },
+      "boundary-share": { type: "string" },
+      segments: { type: "string" },
+      "init-from": { type: "string" },
+      steps: { type: "string" },
+      batch: { type: "string" },
+      accum: { type: "string" },
+      lr: { type: "string" },
+      warmup: { type: "string" },
+      "min-lr-ratio": { type: "string" },
+      "weight-decay": { type: "string" },
+      beta1: { type: "string" },
+      beta2: { type: "string" },
+      clip: { type: "string" },
+      seed: { type: "string" },
+      out: { type: "string" },
+      "log-every": { type: "string" },
+      "eval-every": { type: "string" },
+      "eval-batches": { type: "string" },
+      "save-every": { type: "string" },
+      resume: { type: "boolean" },
+      "stop-after": { type: "string" },
+    },
+  }, args);
+  if (!parsed) return 0;
+  const { values } = parsed;
+  const preset = values.preset ?? "tiny";
+  const data = values.data ?? "passkey";
+  if (!(preset in PRESETS)) {
     throw new UsageError(
-      `train: unknown preset '${values.preset}' (presets: ${Object.keys(PRESETS).join(", ")})`,
+      `train: unknown preset '${preset}' (presets: ${Object.keys(PRESETS).join(", ")})`,
     );
   }
   let cfg;
   try {
-    cfg = resolveConfig(values.preset, values.set);
+    cfg = resolveConfig(preset, values.set);
   } catch (e) {
     throw new UsageError(`train: ${e instanceof Error ? e.message : e}`);
   }
   if (values["print-config"]) {
-    console.log(formatConfig(cfg, `preset ${values.preset}`, paramCount(cfg)));
+    console.log(formatConfig(cfg, `preset ${preset}`, paramCount(cfg)));
     return 0;
   }
-  const num = (flag: string, v: string | undefined, def: number, int: boolean, min = 0): number => {
-    if (v === undefined) return def;
-    const x = Number(v);
-    if (!Number.isFinite(x) || (int && !Number.isInteger(x)) || x < min) {
-      throw new UsageError(
-        `train: --${flag} must be ${int ? "an integer" : "a number"} >= ${min}, got '${v}'`,
-      );
-    }
-    return x;
-  };
   const o: TrainOptions = {
     out: values.out ?? D.out,
-    steps: num("steps", values.steps, D.steps, true, 1),
-    batch: num("batch", values.batch, D.batch, true, 1),
-    accum: num("accum", values.accum, D.accum, true, 1),
-    lr: num("lr", values.lr, D.lr, false),
-    warmup: num("warmup", values.warmup, D.warmup, true),
-    minLrRatio: num("min-lr-ratio", values["min-lr-ratio"], D.minLrRatio, false),
-    weightDecay: num("weight-decay", values["weight-decay"], D.weightDecay, false),
-    beta1: num("beta1", values.beta1, D.beta1, false),
-    beta2: num("beta2", values.beta2, D.beta2, false),
+    steps: intFlag("steps", values.steps, D.steps, 1),
+    batch: intFlag("batch", values.batch, D.batch, 1),
+    accum: intFlag("accum", values.accum, D.accum, 1),
+    lr: numFlag("lr", values.lr, D.lr),
+    warmup: intFlag("warmup", values.warmup, D.warmup, 0),
+    minLrRatio: numFlag("min-lr-ratio", values["min-lr-ratio"], D.minLrRatio, { max: 1 }),
+    weightDecay: numFlag("weight-decay", values["weight-decay"], D.weightDecay),
+    beta1: numFlag("beta1", values.beta1, D.beta1, { below: 1 }),
+    beta2: numFlag("beta2", values.beta2, D.beta2, { below: 1 }),
     eps: D.eps,
-    clip: num("clip", values.clip, D.clip, false),
-    seed: num("seed", values.seed, D.seed, true),
-    logEvery: num("log-every", values["log-every"], D.logEvery, true, 1),
-    evalEvery: num("eval-every", values["eval-every"], D.evalEvery, true),
-    evalBatches: num("eval-batches", values["eval-batches"], D.evalBatches, true, 1),
-    saveEvery: num("save-every", values["save-every"], D.saveEvery, true),
+    clip: numFlag("clip", values.clip, D.clip),
+    seed: intFlag("seed", values.seed, D.seed, 0),
+    logEvery: intFlag("log-every", values["log-every"], D.logEvery, 1),
+    evalEvery: intFlag("eval-every", values["eval-every"], D.evalEvery, 0),
+    evalBatches: intFlag("eval-batches", values["eval-batches"], D.evalBatches, 1),
+    saveEvery: intFlag("save-every", values["save-every"], D.saveEvery, 0),
     resume: values.resume ?? false,
-    stopAfter: num("stop-after", values["stop-after"], 0, true),
+    stopAfter: intFlag("stop-after", values["stop-after"], 0, 0),
     initFrom: values["init-from"],
   };
   if (o.initFrom && o.resume) {
@@ -168,32 +151,27 @@ export async function run(args: string[]): Promise<number> {
   }
   let segments: number[] | undefined;
   if (values.segments !== undefined) {
-    if (values.data !== "passkey") throw new UsageError("train: --segments is for --data passkey");
-    segments = values.segments.split(",").map((x) => Number(x.trim()));
-    if (segments.some((n) => !Number.isInteger(n) || n < 2)) {
-      throw new UsageError(
-        `--segments '${values.segments}': expected integers >= 2, comma-separated`,
-      );
+    if (data !== "passkey") throw new UsageError("train: --segments is for --data passkey");
+    segments = listFlag("segments", values.segments, true)!;
+    if (segments.some((n) => n < 2)) {
+      throw new UsageError(`--segments '${values.segments}': every length must be >= 2 segments`);
     }
-  }
-  if (o.beta1 >= 1 || o.beta2 >= 1) {
-    throw new UsageError("train: --beta1 and --beta2 must be below 1");
   }
   const rt = await Runtime.create();
   let source: BatchSource;
-  if (values.data === "passkey") {
+  if (data === "passkey") {
     source = new PasskeySource(cfg, o.seed, {
       answerWeight: values["answer-weight"] === undefined
         ? undefined
-        : num("answer-weight", values["answer-weight"], 0, false),
-      controlShare: num("control-share", values["control-share"], 0, false),
-      boundaryShare: num("boundary-share", values["boundary-share"], 0, false),
+        : numFlag("answer-weight", values["answer-weight"], 0),
+      controlShare: numFlag("control-share", values["control-share"], 0, { max: 1 }),
+      boundaryShare: numFlag("boundary-share", values["boundary-share"], 0, { max: 1 }),
       segments,
     });
-  } else if (values.data === "recall") {
+  } else if (data === "recall") {
     source = new RecallSource(cfg, o.seed);
   } else {
-    source = await ShardSource.open(values.data, cfg, o.seed);
+    source = await ShardSource.open(data, cfg, o.seed);
   }
   const tty = Deno.stderr.isTerminal();
   const enc = new TextEncoder();

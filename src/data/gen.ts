@@ -19,7 +19,7 @@
  * ```
  */
 import denoJson from "../../deno.json" with { type: "json" };
-import { UserError } from "../cli/errors.ts";
+import { UserError } from "../util/errors.ts";
 import { type EncodedBatch, isValidation } from "./encode.ts";
 import { splitSeed, SplitWriter } from "./pack.ts";
 import { EncoderPool } from "./pool.ts";

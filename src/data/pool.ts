@@ -11,7 +11,7 @@
  * pool.close();
  * ```
  */
-import { UserError } from "../cli/errors.ts";
+import { UserError } from "../util/errors.ts";
 import { encodeBatch, type EncodedBatch, type TokenizerInfo, tokenizerInfo } from "./encode.ts";
 import { loadTokenizer } from "./tokenizer.ts";
 import type { WorkerReply, WorkerRequest } from "./tokenize_worker.ts";

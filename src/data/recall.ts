@@ -8,7 +8,7 @@
  * It is the passkey task stripped to its core (no sentences to learn), used by the learning
  * test and for quick checks; `train --data recall` runs it.
  */
-import { UserError } from "../cli/errors.ts";
+import { UserError } from "../util/errors.ts";
 import { Rng } from "../util/rng.ts";
 
 export const IGNORE = 0xffffffff;

@@ -2,7 +2,7 @@
  * What a source yields: a document's text, or a bad record with a one-line message naming the
  * file and the record. Shared by every input format.
  */
-import { UserError } from "../cli/errors.ts";
+import { UserError } from "../util/errors.ts";
 
 /** A problem with a whole file: stops it (the records before were good). */
 export class SourceError extends UserError {

@@ -25,7 +25,7 @@
  * train.close();
  * ```
  */
-import { UserError } from "../cli/errors.ts";
+import { UserError } from "../util/errors.ts";
 
 export const SHARD_MAGIC = "INFSHARD";
 export const SHARD_VERSION = 1;

@@ -15,7 +15,7 @@
  * }
  * ```
  */
-import { UserError } from "../cli/errors.ts";
+import { UserError } from "../util/errors.ts";
 import {
   firstInvalidUtf8,
   jsonArrayRecords,

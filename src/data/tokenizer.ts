@@ -14,7 +14,7 @@
  * ```
  */
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
-import { UserError } from "../cli/errors.ts";
+import { UserError } from "../util/errors.ts";
 
 /** A tokenizer as the data pipeline and the trainer see it. */
 export interface Tokenizer {

@@ -1,5 +1,5 @@
 /** Finding and loading the checkpoint an evaluation or generation runs on. */
-import { UserError } from "../cli/errors.ts";
+import { UserError } from "../util/errors.ts";
 import type { Checkpoint } from "../model/checkpoint.ts";
 import { BYTES_VOCAB, loadTokenizer, type Tokenizer } from "../data/tokenizer.ts";
 

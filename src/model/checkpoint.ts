@@ -16,16 +16,16 @@
  * const { config, table, params } = await loadCheckpoint("runs/a");
  * ```
  */
-import { oneLine, UserError } from "../cli/errors.ts";
+import { oneLine, UserError } from "../util/errors.ts";
 import { configDiff, fromHfConfig, type ModelConfig, toHfConfig } from "./config.ts";
 import { paramCount, type ParamTable, paramTable } from "./params.ts";
 import {
   readSafetensors,
   type SafeTensor,
   type TensorToWrite,
-  writeFileAtomic,
   writeSafetensors,
 } from "./safetensors.ts";
+import { isFile, writeFileAtomic } from "../util/files.ts";
 
 export const MODEL_FILE = "model.safetensors";
 export const CONFIG_FILE = "config.json";
@@ -167,14 +167,6 @@ export function tensorsToFlat<A extends Float32Array | Float64Array>(
     );
   }
   return out;
-}
-
-async function isFile(p: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(p)).isFile;
-  } catch {
-    return false;
-  }
 }
 
 /**

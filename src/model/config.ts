@@ -13,7 +13,7 @@
  * const hf = toHfConfig(cfg); // what config.json holds
  * ```
  */
-import { oneLine, UsageError, UserError } from "../cli/errors.ts";
+import { oneLine, UsageError, UserError } from "../util/errors.ts";
 
 /** How Infini-attention writes a segment into memory (paper section 2.1.2). */
 export type MemoryUpdate = "linear" | "delta";

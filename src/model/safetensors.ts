@@ -17,7 +17,8 @@
  * tensors.get("w")!.data; // Float32Array [1, 2]
  * ```
  */
-import { oneLine, UserError } from "../cli/errors.ts";
+import { oneLine, UserError } from "../util/errors.ts";
+import { writeFileAtomic } from "../util/files.ts";
 
 /** Dtypes this reader understands. */
 export type SafeDType = "F64" | "F32" | "F16" | "BF16";
@@ -371,49 +372,4 @@ export async function writeSafetensors(
 ): Promise<void> {
   const { header, chunks } = layout(tensors, metadata);
   await writeFileAtomic(path, [header, ...chunks]);
-}
-
-/**
- * Writes `chunks` to `path` atomically: a temporary file in the same directory, fsync, rename
- * over `path`, then fsync of the directory. A crash at any moment leaves either the old file
- * or the new one, never a torn one. The temporary file is removed on failure.
- */
-export async function writeFileAtomic(path: string, chunks: Iterable<Uint8Array>): Promise<void> {
-  const slash = path.lastIndexOf("/");
-  const dir = slash >= 0 ? path.slice(0, slash) || "/" : ".";
-  const base = path.slice(slash + 1);
-  const tmp = `${dir}/.${base}.tmp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
-  const file = await Deno.open(tmp, { write: true, createNew: true });
-  let ok = false;
-  try {
-    for (const c of chunks) {
-      let done = 0;
-      while (done < c.length) done += await file.write(c.subarray(done));
-    }
-    await file.sync();
-    ok = true;
-  } finally {
-    file.close();
-    if (!ok) await Deno.remove(tmp).catch(() => {});
-  }
-  try {
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
-  }
-  await syncDir(dir);
-}
-
-/** fsync of a directory so that a rename survives a power cut (best effort where unsupported). */
-async function syncDir(dir: string): Promise<void> {
-  let d: Deno.FsFile | undefined;
-  try {
-    d = await Deno.open(dir, { read: true });
-    await d.sync();
-  } catch {
-    // Some platforms cannot open or fsync a directory; the rename is still atomic.
-  } finally {
-    d?.close();
-  }
 }

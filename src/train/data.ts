@@ -3,7 +3,7 @@
  * shards written by `gen`. A source is a pure function of the batch index, so a resumed run
  * sees exactly the batches an uninterrupted one would have.
  */
-import { UserError } from "../cli/errors.ts";
+import { UserError } from "../util/errors.ts";
 import { IGNORE_TARGET, PasskeyTask } from "../data/passkey.ts";
 import { RecallTask } from "../data/recall.ts";
 import { ShardReader, type Split } from "../data/shards.ts";

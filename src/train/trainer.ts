@@ -11,13 +11,14 @@
  *   log.jsonl     one JSON object per logged step and per validation
  *   loss.svg      training and validation loss curves
  */
-import { UserError } from "../cli/errors.ts";
+import { UserError } from "../util/errors.ts";
 import type { Runtime } from "../gpu/runtime.ts";
 import { loadCheckpoint, openCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
 import { configDiff, formatConfig, type ModelConfig, sameConfig } from "../model/config.ts";
 import { GATE, InfiniGemma } from "../model/model.ts";
 import { initParams } from "../model/params.ts";
-import { readSafetensors, writeFileAtomic, writeSafetensors } from "../model/safetensors.ts";
+import { readSafetensors, writeSafetensors } from "../model/safetensors.ts";
+import { writeFileAtomic } from "../util/files.ts";
 import type { GateMode } from "../ops/infini.ts";
 import { lineChart } from "../ui/svg.ts";
 import type { Batch, BatchSource } from "./data.ts";

@@ -1,8 +1,8 @@
 /**
- * Errors a user can act on. main.ts prints them as one line (no stack trace unless --debug)
- * and exits 2 for usage errors, 1 for failures.
+ * Errors a user can act on, at the bottom of the layers so that every layer may throw them.
+ * main.ts prints them as one line (no stack trace unless --debug) and exits 2 for usage
+ * errors, 1 for failures.
  */
-
 /** Bad flags or arguments: exit code 2. */
 export class UsageError extends Error {
   override name = "UsageError";
@@ -11,12 +11,6 @@ export class UsageError extends Error {
 /** A failure the user can fix (bad input file, missing checkpoint...): exit code 1. */
 export class UserError extends Error {
   override name = "UserError";
-}
-
-/** Wraps node:util parseArgs errors (unknown flag, missing value) as usage errors. */
-export function usage(e: unknown, command: string): never {
-  const msg = e instanceof Error ? e.message : String(e);
-  throw new UsageError(`${command}: ${msg.split("\n")[0]} (see '${command} --help')`);
 }
 
 /**
@@ -48,33 +42,4 @@ export async function readUserText(path: string): Promise<string> {
       : oneLine((e as Error).message.split("\n")[0]);
     throw new UserError(`${path}: ${why}`);
   }
-}
-
-/** An integer flag (`def` when absent); anything else, or below `min`, is a usage error. */
-export function intFlag(flag: string, v: string | undefined, def: number, min = 1): number {
-  if (v === undefined) return def;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) {
-    throw new UsageError(`--${flag} '${v}': expected an integer >= ${min}`);
-  }
-  return n;
-}
-
-/**
- * A comma-separated list flag (undefined when absent): numbers, or with `int` positive
- * integers; anything else, or an empty list, is a usage error.
- */
-export function listFlag(flag: string, v: string | undefined, int: boolean): number[] | undefined {
-  if (v === undefined) return undefined;
-  const out = v.split(",").map((s) => s.trim()).filter(Boolean).map(Number);
-  if (
-    !out.length || out.some((x) => !Number.isFinite(x) || (int && (!Number.isInteger(x) || x < 1)))
-  ) {
-    throw new UsageError(
-      `--${flag} '${v}': expected a comma-separated list of ${
-        int ? "positive integers" : "numbers"
-      }`,
-    );
-  }
-  return out;
 }
