@@ -12,6 +12,7 @@
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { DOCS, writeParquet } from "./gen_fixtures.ts";
 import { gpuTest } from "./_gpu.ts";
+import { WORKERS } from "../scripts/compile.ts";
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -19,8 +20,11 @@ const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 async function compileIncludes(): Promise<string[]> {
   const deno = JSON.parse(await Deno.readTextFile(`${REPO}/deno.json`));
   const task: string = deno.tasks?.compile ?? "";
-  ok(task.startsWith("deno compile "), `deno.json has no compile task: '${task}'`);
-  return [...task.matchAll(/--include[= ](\S+)/g)].map((m) => m[1].replace(/^\.\//, ""));
+  ok(
+    task.endsWith("scripts/compile.ts"),
+    `deno.json's compile task is not scripts/compile.ts: '${task}'`,
+  );
+  return [...WORKERS];
 }
 
 /** Every .ts file under `dir`, repo-relative. */
@@ -199,3 +203,22 @@ gpuTest(
     }
   },
 );
+
+Deno.test("compile: a failure (here: no runtime to embed) is one line, exit 1, and leaves no output folder", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "infini-compile-" });
+  try {
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", `${REPO}/scripts/compile.ts`, "--out", `${dir}/dist/infini`],
+      env: { DENORT_BIN: `${dir}/no-denort` },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const err = new TextDecoder().decode(r.stderr);
+    equal(r.code, 1, err);
+    equal(err.trim().split("\n").length, 1, `one line, got: ${err}`);
+    ok(err.includes("DENORT_BIN") && !err.includes("Stack backtrace"), err);
+    equal(await Deno.stat(`${dir}/dist`).then(() => true, () => false), false, "dist/ left behind");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
