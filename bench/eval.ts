@@ -11,7 +11,7 @@
 import { cellSamples } from "../src/eval/passkey.ts";
 import { Streamer } from "../src/eval/stream.ts";
 import { Runtime } from "../src/gpu/runtime.ts";
-import { resolveConfig } from "../src/model/config.ts";
+import { resolveConfig } from "../src/model/overrides.ts";
 import { initParams, paramTable } from "../src/model/params.ts";
 import { benchArgs, printTable, writeJson } from "./_util.ts";
 

@@ -41,7 +41,7 @@ import { passkeyHeatMap, passkeyTable } from "../src/cli/eval.ts";
 import { evalPasskey, meanAccuracy, type PasskeyResult } from "../src/eval/passkey.ts";
 import { Streamer, type Variant } from "../src/eval/stream.ts";
 import { Runtime } from "../src/gpu/runtime.ts";
-import { resolveConfig } from "../src/model/config.ts";
+import { resolveConfig } from "../src/model/overrides.ts";
 import { writeFileAtomic } from "../src/util/files.ts";
 import { PasskeySource, RecallSource } from "../src/train/data.ts";
 import { fmtDuration, train, TRAIN_DEFAULTS } from "../src/train/trainer.ts";

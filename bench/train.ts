@@ -17,7 +17,8 @@
  *                         [--set key=value ...] [--profile] [--out out/bench_train.json]
  */
 import { Runtime } from "../src/gpu/runtime.ts";
-import { type ModelConfig, resolveConfig } from "../src/model/config.ts";
+import type { ModelConfig } from "../src/model/config.ts";
+import { resolveConfig } from "../src/model/overrides.ts";
 import { InfiniGemma } from "../src/model/model.ts";
 import { initParams } from "../src/model/params.ts";
 import { Matmul } from "../src/ops/matmul.ts";

@@ -7,7 +7,8 @@
  * b * T + s * S .. b * T + s * S + S - 1.
  */
 import type { Runtime } from "../src/gpu/runtime.ts";
-import { type ModelConfig, resolveConfig } from "../src/model/config.ts";
+import type { ModelConfig } from "../src/model/config.ts";
+import { resolveConfig } from "../src/model/overrides.ts";
 import { GATE, InfiniGemma } from "../src/model/model.ts";
 import { type ParamTable, paramTable } from "../src/model/params.ts";
 import type { GateMode } from "../src/ops/infini.ts";

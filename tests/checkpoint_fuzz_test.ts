@@ -8,7 +8,7 @@
  */
 import { deepStrictEqual, fail, ok } from "node:assert/strict";
 import { CONFIG_FILE, MODEL_FILE, saveCheckpoint } from "../src/model/checkpoint.ts";
-import { resolveConfig } from "../src/model/config.ts";
+import { resolveConfig } from "../src/model/overrides.ts";
 import { paramCount, paramTable } from "../src/model/params.ts";
 import { Rng } from "../src/util/rng.ts";
 

@@ -5,26 +5,23 @@ import {
 } from "node:assert/strict";
 import { UsageError, UserError } from "../src/util/errors.ts";
 import {
-  applyOverrides,
-  boolField,
-  closest,
   CONFIG_SCHEMA,
   configDiff,
-  editDistance,
-  enumField,
   formatConfig,
-  fromHfConfig,
-  HF_ALIASES,
   infiniLayerList,
-  intField,
-  preset,
   PRESETS,
-  readHfConfig,
-  resolveConfig,
   sameConfig,
-  toHfConfig,
   validateConfig,
 } from "../src/model/config.ts";
+import { boolField, enumField, intField } from "../src/model/fields.ts";
+import { fromHfConfig, HF_ALIASES, readHfConfig, toHfConfig } from "../src/model/hf_config.ts";
+import {
+  applyOverrides,
+  closest,
+  editDistance,
+  preset,
+  resolveConfig,
+} from "../src/model/overrides.ts";
 import {
   EMBED,
   FINAL_NORM,

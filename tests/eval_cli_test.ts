@@ -4,7 +4,7 @@
  */
 import { equal, match, ok } from "node:assert/strict";
 import { saveCheckpoint } from "../src/model/checkpoint.ts";
-import { resolveConfig } from "../src/model/config.ts";
+import { resolveConfig } from "../src/model/overrides.ts";
 import { initParams, paramTable } from "../src/model/params.ts";
 import { cli } from "./_cli.ts";
 import { gpuTest } from "./_gpu.ts";

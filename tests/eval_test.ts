@@ -9,7 +9,7 @@ import { Generator, sampleToken } from "../src/eval/generate.ts";
 import { cellSamples, sampleCorrect } from "../src/eval/passkey.ts";
 import { evalPerplexity } from "../src/eval/ppl.ts";
 import { nextTokenTargets, Streamer } from "../src/eval/stream.ts";
-import { resolveConfig } from "../src/model/config.ts";
+import { resolveConfig } from "../src/model/overrides.ts";
 import { IGNORE } from "../src/model/model.ts";
 import { initParams, paramTable } from "../src/model/params.ts";
 import { Rng } from "../src/util/rng.ts";

@@ -4,7 +4,8 @@ import {
   ok as assert,
 } from "node:assert/strict";
 import { loadCheckpoint, tensorsToFlat } from "../src/model/checkpoint.ts";
-import { type MemoryUpdate, resolveConfig } from "../src/model/config.ts";
+import type { MemoryUpdate } from "../src/model/config.ts";
+import { resolveConfig } from "../src/model/overrides.ts";
 import { paramTable } from "../src/model/params.ts";
 import { readSafetensors } from "../src/model/safetensors.ts";
 import { Rng } from "../src/util/rng.ts";

@@ -3,7 +3,7 @@
  * gradients, and a step on the short model is the step a standalone short model would take.
  */
 import { deepEqual, equal, ok } from "node:assert/strict";
-import { resolveConfig } from "../src/model/config.ts";
+import { resolveConfig } from "../src/model/overrides.ts";
 import { InfiniGemma } from "../src/model/model.ts";
 import { paramTable } from "../src/model/params.ts";
 import { PasskeySource } from "../src/train/data.ts";

@@ -1,7 +1,8 @@
 import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert/strict";
 import { UserError } from "../src/util/errors.ts";
 import { loadCheckpoint, saveCheckpoint, tensorsToFlat } from "../src/model/checkpoint.ts";
-import { preset, readHfConfig, resolveConfig } from "../src/model/config.ts";
+import { readHfConfig } from "../src/model/hf_config.ts";
+import { preset, resolveConfig } from "../src/model/overrides.ts";
 import { initParams, layerNames, paramTable } from "../src/model/params.ts";
 import {
   decodeSafetensors,
@@ -280,7 +281,7 @@ Deno.test("checkpoint: a process killed while saving leaves a readable checkpoin
     // k equals k); we kill it at several moments and load what is there.
     const script = `${dir}/saver.ts`;
     const url = new URL("../src/model/checkpoint.ts", import.meta.url).href;
-    const cfgUrl = new URL("../src/model/config.ts", import.meta.url).href;
+    const cfgUrl = new URL("../src/model/overrides.ts", import.meta.url).href;
     const pUrl = new URL("../src/model/params.ts", import.meta.url).href;
     await Deno.writeTextFile(
       script,

@@ -10,7 +10,8 @@
 import { Runtime } from "../gpu/runtime.ts";
 import { evalPasskey, meanAccuracy, type PasskeyResult } from "../eval/passkey.ts";
 import { Streamer } from "../eval/stream.ts";
-import { formatConfig, type ModelConfig, resolveConfig } from "../model/config.ts";
+import { formatConfig, type ModelConfig } from "../model/config.ts";
+import { resolveConfig } from "../model/overrides.ts";
 import { writeFileAtomic } from "../util/files.ts";
 import { PasskeySource, RecallSource } from "../train/data.ts";
 import { fmtDuration, train, TRAIN_DEFAULTS, type TrainOptions } from "../train/trainer.ts";

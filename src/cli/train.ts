@@ -1,6 +1,7 @@
 /** `train`: pre-train an Infini-Gemma model on token shards or the built-in passkey task. */
 import { Runtime } from "../gpu/runtime.ts";
-import { formatConfig, PRESETS, resolveConfig } from "../model/config.ts";
+import { formatConfig, PRESETS } from "../model/config.ts";
+import { resolveConfig } from "../model/overrides.ts";
 import { paramCount } from "../model/params.ts";
 import { type BatchSource, PasskeySource, RecallSource, ShardSource } from "../train/data.ts";
 import { train, TRAIN_DEFAULTS, type TrainOptions } from "../train/trainer.ts";

@@ -17,7 +17,8 @@
  * ```
  */
 import { oneLine, UserError } from "../util/errors.ts";
-import { configDiff, fromHfConfig, type ModelConfig, toHfConfig } from "./config.ts";
+import { configDiff, type ModelConfig } from "./config.ts";
+import { fromHfConfig, toHfConfig } from "./hf_config.ts";
 import { paramCount, type ParamTable, paramTable } from "./params.ts";
 import {
   readSafetensors,

@@ -1,19 +1,29 @@
 /**
- * The model's configuration: one typed record named as the papers name things, presets as data,
- * type-checked `--set key=value` overrides, conversion to and from Hugging Face's GemmaConfig
- * (config.json) plus the Infini fields, and a pretty printer.
+ * The model's configuration: one typed record named as the papers name things, its schema
+ * (one typed field per key, src/model/fields.ts), presets as data, the checks between fields,
+ * and a pretty printer. Choosing a preset and `--set` overrides: src/model/overrides.ts;
+ * config.json: src/model/hf_config.ts.
  *
  * Dimension letters used across the project: V vocab, C hidden, F MLP hidden, L layers,
  * H query heads, Hkv KV heads, D head dim, S segment length, T sequence length, B batch.
  *
  * @example
  * ```ts
- * const cfg = resolveConfig("tiny", ["memoryUpdate=delta", "infiniLayers=last:1"]);
+ * const cfg = cloneConfig(PRESETS.tiny);
+ * cfg.memoryUpdate = "delta";
+ * validateConfig(cfg);
  * console.log(formatConfig(cfg, "tiny"));
- * const hf = toHfConfig(cfg); // what config.json holds
  * ```
  */
-import { oneLine, UsageError, UserError } from "../util/errors.ts";
+import { UserError } from "../util/errors.ts";
+import {
+  enumField,
+  type Field,
+  floatField,
+  intField,
+  parseIntList,
+  type Schema,
+} from "./fields.ts";
 
 /** How Infini-attention writes a segment into memory (paper section 2.1.2). */
 export type MemoryUpdate = "linear" | "delta";
@@ -58,115 +68,6 @@ export interface ModelConfig {
   betaLrMult: number;
   /** Standard deviation of the N(0, std) init of the embedding and every linear layer. */
   initStd: number;
-}
-
-/** A field's parser, printer and documentation: what `--set` type-checks against. */
-export interface Field<V> {
-  /** Dimension letter or short symbol shown by the printer ("" when none). */
-  symbol: string;
-  /** One line saying what the field is. */
-  doc: string;
-  /** What a value looks like, for error messages ("a positive integer"). */
-  expects: string;
-  /** Parses the text of `--set key=text`; returns undefined when the text is not valid. */
-  parse(text: string): V | undefined;
-  /** Formats a value the way `parse` reads it back. */
-  show(v: V): string;
-}
-
-/** One field per key of T: the schema that overrides and printers are driven by. */
-export type Schema<T> = { [K in keyof T]: Field<T[K]> };
-
-/** A positive (or, with min 0, non-negative) integer field. */
-export function intField(symbol: string, doc: string, min = 1): Field<number> {
-  return {
-    symbol,
-    doc,
-    expects: min === 1 ? "a positive integer" : `an integer >= ${min}`,
-    parse: (t) => {
-      if (!/^[+]?\d+$/.test(t.trim().replaceAll("_", ""))) return undefined;
-      const v = Number(t.trim().replaceAll("_", ""));
-      return Number.isSafeInteger(v) && v >= min ? v : undefined;
-    },
-    show: (v) => String(v),
-  };
-}
-
-/** A finite number field, optionally bounded below (strictly when `exclusive`). */
-export function floatField(
-  symbol: string,
-  doc: string,
-  bound?: { min: number; exclusive?: boolean },
-): Field<number> {
-  const expects = bound === undefined
-    ? "a number"
-    : `a number ${bound.exclusive ? ">" : ">="} ${bound.min}`;
-  return {
-    symbol,
-    doc,
-    expects,
-    parse: (t) => {
-      if (t.trim() === "") return undefined;
-      const v = Number(t.trim());
-      if (!Number.isFinite(v)) return undefined;
-      if (bound && (bound.exclusive ? !(v > bound.min) : !(v >= bound.min))) return undefined;
-      return v;
-    },
-    show: (v) => String(v),
-  };
-}
-
-/** A boolean field: true/false, yes/no, on/off, 1/0. */
-export function boolField(symbol: string, doc: string): Field<boolean> {
-  return {
-    symbol,
-    doc,
-    expects: "true or false",
-    parse: (t) => {
-      const s = t.trim().toLowerCase();
-      if (["true", "yes", "on", "1"].includes(s)) return true;
-      if (["false", "no", "off", "0"].includes(s)) return false;
-      return undefined;
-    },
-    show: (v) => String(v),
-  };
-}
-
-/** A field taking one of a fixed set of strings. */
-export function enumField<E extends string>(
-  symbol: string,
-  doc: string,
-  values: readonly E[],
-): Field<E> {
-  return {
-    symbol,
-    doc,
-    expects: `one of ${values.join(", ")}`,
-    parse: (t) => values.find((v) => v === t.trim()),
-    show: (v) => v,
-  };
-}
-
-/** A comma-separated list of non-negative integers ("[0, 2]" and "0,2" both read). */
-export function intListField(symbol: string, doc: string): Field<number[]> {
-  return {
-    symbol,
-    doc,
-    expects: "a comma-separated list of non-negative integers",
-    parse: (t) => parseIntList(t),
-    show: (v) => v.join(","),
-  };
-}
-
-function parseIntList(t: string): number[] | undefined {
-  const s = t.trim().replace(/^\[/, "").replace(/\]$/, "").trim();
-  if (s === "") return [];
-  const out: number[] = [];
-  for (const part of s.split(",")) {
-    if (!/^\s*\d+\s*$/.test(part)) return undefined;
-    out.push(Number(part));
-  }
-  return out;
 }
 
 const infiniLayersField: Field<InfiniLayers> = {
@@ -289,20 +190,6 @@ export const PRESETS: Readonly<Record<string, Readonly<ModelConfig>>> = {
   },
 };
 
-/** A fresh copy of a preset; an unknown name is a usage error naming the closest preset. */
-export function preset(name: string): ModelConfig {
-  const p = PRESETS[name];
-  if (!p) {
-    const names = Object.keys(PRESETS);
-    throw new UsageError(
-      `unknown preset '${name}' (did you mean '${closest(name, names)}'? presets: ${
-        names.join(", ")
-      })`,
-    );
-  }
-  return cloneConfig(p);
-}
-
 /** A deep copy (the infiniLayers list or object included). */
 export function cloneConfig(c: Readonly<ModelConfig>): ModelConfig {
   const il = c.infiniLayers;
@@ -310,68 +197,6 @@ export function cloneConfig(c: Readonly<ModelConfig>): ModelConfig {
     ...c,
     infiniLayers: typeof il === "string" ? il : Array.isArray(il) ? [...il] : { last: il.last },
   };
-}
-
-/**
- * Applies `key=value` overrides to a copy of `base`, each value parsed and type-checked by its
- * field in `schema`. `aliases` maps extra accepted spellings (e.g. Hugging Face names) to keys.
- * An unknown key is a usage error naming it and the closest valid key (edit distance).
- */
-export function applyOverrides<T extends object>(
-  base: T,
-  schema: Schema<T>,
-  sets: readonly string[],
-  aliases: Readonly<Record<string, keyof T>> = {},
-): T {
-  const out = { ...base };
-  const keys = Object.keys(schema) as (keyof T & string)[];
-  for (const set of sets) {
-    const eq = set.indexOf("=");
-    if (eq <= 0) throw new UsageError(`--set '${set}': expected key=value`);
-    const rawKey = set.slice(0, eq).trim();
-    const text = set.slice(eq + 1);
-    const key = (keys.includes(rawKey as keyof T & string) ? rawKey : aliases[rawKey]) as
-      | (keyof T & string)
-      | undefined;
-    if (key === undefined) {
-      const suggestion = closest(rawKey, [...keys, ...Object.keys(aliases)]);
-      throw new UsageError(`unknown config key '${rawKey}' (did you mean '${suggestion}'?)`);
-    }
-    const field = schema[key];
-    const v = field.parse(text);
-    if (v === undefined) {
-      throw new UsageError(`--set ${key}=${text}: expected ${field.expects}`);
-    }
-    out[key] = v;
-  }
-  return out;
-}
-
-/** Hugging Face GemmaConfig names accepted by `--set` as aliases of our keys. */
-export const HF_ALIASES: Readonly<Record<string, keyof ModelConfig>> = {
-  vocab_size: "vocabSize",
-  hidden_size: "hiddenSize",
-  intermediate_size: "intermediateSize",
-  num_hidden_layers: "numLayers",
-  num_attention_heads: "numHeads",
-  num_key_value_heads: "numKvHeads",
-  head_dim: "headDim",
-  rms_norm_eps: "rmsNormEps",
-  rope_theta: "ropeTheta",
-  segment_size: "segmentLength",
-  sequence_length: "seqLength",
-  infini_layers: "infiniLayers",
-  memory_update: "memoryUpdate",
-  beta_init: "betaInit",
-  beta_lr_multiplier: "betaLrMult",
-  initializer_range: "initStd",
-};
-
-/** A preset with `--set` overrides applied, validated. */
-export function resolveConfig(presetName: string, sets: readonly string[] = []): ModelConfig {
-  const cfg = applyOverrides(preset(presetName), CONFIG_SCHEMA, sets, HF_ALIASES);
-  validateConfig(cfg);
-  return cfg;
 }
 
 /** The Infini layer indices, ascending. */
@@ -423,167 +248,6 @@ export function validateConfig(cfg: Readonly<ModelConfig>): void {
   } else if (typeof il === "object" && il.last > cfg.numLayers) {
     bad(`infiniLayers last:${il.last} exceeds numLayers ${cfg.numLayers}`);
   }
-}
-
-/** The activation Gemma uses in its MLP, the only one this project implements. */
-export const HIDDEN_ACTIVATION = "gelu_pytorch_tanh";
-
-/** config.json contents: GemmaConfig field names plus the Infini fields. */
-export interface HfConfig {
-  architectures: string[];
-  model_type: string;
-  vocab_size: number;
-  hidden_size: number;
-  intermediate_size: number;
-  num_hidden_layers: number;
-  num_attention_heads: number;
-  num_key_value_heads: number;
-  head_dim: number;
-  rms_norm_eps: number;
-  rope_theta: number;
-  hidden_activation: string;
-  tie_word_embeddings: boolean;
-  initializer_range: number;
-  /** Infini: segment length S. */
-  segment_size: number;
-  /** Infini: explicit list of layer indices with Infini-attention. */
-  infini_layers: number[];
-  /** Infini: "linear" | "delta". */
-  memory_update: MemoryUpdate;
-  /** Ours: training sequence length T. */
-  sequence_length: number;
-  /** Ours: initial beta and its learning-rate multiplier. */
-  beta_init: number;
-  beta_lr_multiplier: number;
-}
-
-/** The config as config.json stores it (Hugging Face names, explicit Infini layer list). */
-export function toHfConfig(cfg: Readonly<ModelConfig>): HfConfig {
-  return {
-    architectures: ["InfiniGemmaForCausalLM"],
-    model_type: "gemma",
-    vocab_size: cfg.vocabSize,
-    hidden_size: cfg.hiddenSize,
-    intermediate_size: cfg.intermediateSize,
-    num_hidden_layers: cfg.numLayers,
-    num_attention_heads: cfg.numHeads,
-    num_key_value_heads: cfg.numKvHeads,
-    head_dim: cfg.headDim,
-    rms_norm_eps: cfg.rmsNormEps,
-    rope_theta: cfg.ropeTheta,
-    hidden_activation: HIDDEN_ACTIVATION,
-    tie_word_embeddings: true,
-    initializer_range: cfg.initStd,
-    segment_size: cfg.segmentLength,
-    infini_layers: infiniLayerList(cfg),
-    memory_update: cfg.memoryUpdate,
-    sequence_length: cfg.seqLength,
-    beta_init: cfg.betaInit,
-    beta_lr_multiplier: cfg.betaLrMult,
-  };
-}
-
-/** Sequences per config.json that lacks `sequence_length` (e.g. a plain Infini checkpoint). */
-export const DEFAULT_SEGMENTS_PER_SEQUENCE = 4;
-
-/**
- * Reads a parsed config.json. Required: the Gemma sizes and `segment_size`. Optional with
- * defaults: num_key_value_heads (= heads), head_dim (= hidden / heads), rms_norm_eps 1e-6,
- * rope_theta 10000, infini_layers (all), memory_update (linear), sequence_length
- * (4 segments), beta_init 0, beta_lr_multiplier 1, initializer_range 0.02. Other fields
- * (torch_dtype, transformers_version, ...) are ignored. `source` names the file in errors.
- */
-export function fromHfConfig(json: unknown, source = "config.json"): ModelConfig {
-  const fail = (msg: string): never => {
-    throw new UserError(`${source}: ${msg}`);
-  };
-  if (typeof json !== "object" || json === null || Array.isArray(json)) {
-    fail("expected a JSON object");
-  }
-  const o = json as Record<string, unknown>;
-  const num = (k: string, def?: number, int = true): number => {
-    const v = o[k];
-    if (v === undefined || v === null) {
-      return def ?? fail(`missing field '${k}'`);
-    }
-    if (typeof v !== "number" || !Number.isFinite(v) || (int && !Number.isInteger(v))) {
-      return fail(
-        `field '${k}' must be ${int ? "an integer" : "a number"}, got ${JSON.stringify(v)}`,
-      );
-    }
-    return v;
-  };
-  if (o.hidden_activation !== undefined && o.hidden_activation !== HIDDEN_ACTIVATION) {
-    fail(
-      `hidden_activation ${
-        JSON.stringify(o.hidden_activation)
-      } is not supported (only "${HIDDEN_ACTIVATION}")`,
-    );
-  }
-  if (o.tie_word_embeddings === false) fail("tie_word_embeddings false is not supported");
-  const hidden = num("hidden_size");
-  const heads = num("num_attention_heads");
-  const layers = num("num_hidden_layers");
-  const segment = num("segment_size");
-  let infiniLayers: InfiniLayers = "all";
-  if (o.infini_layers !== undefined) {
-    const il = o.infini_layers;
-    if (!Array.isArray(il) || il.some((x) => typeof x !== "number" || !Number.isInteger(x))) {
-      fail(`field 'infini_layers' must be a list of layer indices, got ${JSON.stringify(il)}`);
-    }
-    const list = [...(il as number[])].sort((a, b) => a - b);
-    infiniLayers = list.length === 0
-      ? "none"
-      : list.length === layers && list.every((l, i) => l === i)
-      ? "all"
-      : list;
-  }
-  const mu = o.memory_update ?? "linear";
-  if (mu !== "linear" && mu !== "delta") {
-    fail(`field 'memory_update' must be "linear" or "delta", got ${JSON.stringify(mu)}`);
-  }
-  const cfg: ModelConfig = {
-    vocabSize: num("vocab_size"),
-    hiddenSize: hidden,
-    intermediateSize: num("intermediate_size"),
-    numLayers: layers,
-    numHeads: heads,
-    numKvHeads: num("num_key_value_heads", heads),
-    headDim: num("head_dim", Math.floor(hidden / heads)),
-    rmsNormEps: num("rms_norm_eps", 1e-6, false),
-    ropeTheta: num("rope_theta", 10000, false),
-    segmentLength: segment,
-    seqLength: num("sequence_length", segment * DEFAULT_SEGMENTS_PER_SEQUENCE),
-    infiniLayers,
-    memoryUpdate: mu as MemoryUpdate,
-    betaInit: num("beta_init", 0, false),
-    betaLrMult: num("beta_lr_multiplier", 1, false),
-    initStd: num("initializer_range", 0.02, false),
-  };
-  try {
-    validateConfig(cfg);
-  } catch (e) {
-    fail((e as Error).message);
-  }
-  return cfg;
-}
-
-/** Reads and validates a config.json file. */
-export async function readHfConfig(path: string): Promise<ModelConfig> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new UserError(`${path}: no such file`);
-    throw new UserError(`${path}: cannot read (${oneLine((e as Error).message)})`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new UserError(`${path}: not valid JSON (${oneLine((e as Error).message)})`);
-  }
-  return fromHfConfig(json, path);
 }
 
 /** Whether two configs describe the same model and training shape (Infini layers resolved). */
@@ -659,28 +323,4 @@ function fmtCount(n: number): string {
   if (n >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
   if (n >= 1e3) return `${(n / 1e3).toFixed(1)}k`;
   return String(n);
-}
-
-/** Levenshtein distance, case-insensitive. */
-export function editDistance(a: string, b: string): number {
-  const s = a.toLowerCase(), t = b.toLowerCase();
-  let prev = Array.from({ length: t.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= s.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= t.length; j++) {
-      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (s[i - 1] === t[j - 1] ? 0 : 1));
-    }
-    prev = cur;
-  }
-  return prev[t.length];
-}
-
-/** The candidate nearest to `name` by edit distance (first one on ties). */
-export function closest(name: string, candidates: readonly string[]): string {
-  let best = candidates[0], bestD = Infinity;
-  for (const c of candidates) {
-    const d = editDistance(name, c);
-    if (d < bestD) [best, bestD] = [c, d];
-  }
-  return best;
 }
