@@ -46,6 +46,10 @@ gpuTest(
       // 2 lengths x (1 depth + control) x 2 variants.
       equal(res.cells.length, 8);
       match(await Deno.readTextFile(`${dir}/pk/passkey.svg`), /^<svg/);
+      // Progress reaches a log too (stderr is not a terminal here): at least a line per cell.
+      for (let c = 1; c <= 8; c++) {
+        match(pk.stderr, new RegExp(`eval passkey: cell ${c}/8 \\(\\d segments, .*chunk 1/1`));
+      }
 
       // The same weights streamed in segments of 80 bytes: lengths count those segments.
       const pk80 = await cli(

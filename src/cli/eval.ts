@@ -16,6 +16,8 @@ import {
 } from "../eval/stream.ts";
 import { writeFileAtomic } from "../util/files.ts";
 import { heatMap, lineChart } from "../ui/svg.ts";
+import { StatusLine } from "../ui/status.ts";
+import { duration } from "../data/progress.ts";
 import { readUserText, UsageError, UserError } from "../util/errors.ts";
 import { choiceFlag, intFlag, listFlag, parseCommand } from "./flags.ts";
 import { SUMMARIES } from "./summaries.ts";
@@ -155,12 +157,9 @@ export async function run(args: string[]): Promise<number> {
   const log = (s: string) => {
     if (!values.json) console.log(s);
   };
-  const progress = (s: string) => {
-    if (Deno.stderr.isTerminal()) Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[2K${s}`));
-  };
-  const endProgress = () => {
-    if (Deno.stderr.isTerminal()) Deno.stderr.writeSync(new TextEncoder().encode(`\r\x1b[2K`));
-  };
+  const status = new StatusLine({ mode: values.json ? "off" : undefined });
+  const t0 = performance.now();
+  const elapsed = () => duration((performance.now() - t0) / 1000);
 
   if (sub === "ppl") {
     const variants = parseVariants(values.variants, [...VARIANTS]);
@@ -211,9 +210,9 @@ export async function run(args: string[]): Promise<number> {
       streamer,
       docs,
       variants,
-      (v, d, n) => progress(`${v}: chunk ${d}/${n}`),
+      (v, d, n) => status.update(`eval ppl: ${v}: chunk ${d}/${n}, ${elapsed()}`, d === 1),
     );
-    endProgress();
+    status.done();
     await writeResults(out, "results.json", res);
     await writeFileAtomic(`${out}/nll_per_segment.svg`, [new TextEncoder().encode(pplPlot(res))]);
     if (values.json) console.log(JSON.stringify(res, null, 2));
@@ -259,19 +258,18 @@ export async function run(args: string[]): Promise<number> {
   );
   let res: PasskeyResult;
   try {
-    res = await evalPasskey(
-      streamer,
-      grid,
-      (c) =>
-        progress(
-          `${c.segments} segments, depth ${c.depth}, ${c.variant}: ${c.accuracy.toFixed(2)}`,
-        ),
-    );
+    res = await evalPasskey(streamer, grid, undefined, (p) =>
+      status.update(
+        `eval passkey: cell ${p.cell}/${p.cells} (${p.segments} segments, ${
+          p.depth === "control" ? "control" : `depth ${p.depth}`
+        }, ${p.variant}): chunk ${p.chunk}/${p.chunks}, ${elapsed()}`,
+        p.chunk === 1,
+      ));
   } catch (e) {
     if (e instanceof RangeError) throw new UserError(`eval passkey: ${e.message}`);
     throw e;
   }
-  endProgress();
+  status.done();
   await writeResults(out, "results.json", res);
   await writeFileAtomic(`${out}/passkey.svg`, [new TextEncoder().encode(passkeyHeatMap(res))]);
   if (values.json) console.log(JSON.stringify(res, null, 2));

@@ -108,16 +108,32 @@ export function sampleCorrect(s: PasskeySample, greedy: Map<number, boolean> | u
   return allGreedy(s.answerPositions.map((p) => p - 1), greedy);
 }
 
+/** Where a grid run is: cell `cell` of `cells` (1-based), chunk `chunk` of its `chunks`. */
+export interface GridProgress {
+  cell: number;
+  cells: number;
+  chunk: number;
+  chunks: number;
+  segments: number;
+  depth: number | "control";
+  variant: Variant;
+}
+
 export async function evalPasskey(
   streamer: Streamer,
   grid: PasskeyGrid,
   onCell?: (cell: PasskeyCell) => void,
+  onProgress?: (p: GridProgress) => void,
 ): Promise<PasskeyResult> {
   const S = streamer.cfg.segmentLength;
   const t0 = performance.now();
   const cells: PasskeyCell[] = [];
   let controlSkipped: string | undefined;
   const recall = grid.task === "recall";
+  const perLength = (recall ? 1 : grid.depths.length + (grid.control ? 1 : 0)) *
+    grid.variants.length;
+  const nCells = grid.segments.length * perLength;
+  let cellNo = 0;
   for (const n of grid.segments) {
     const depths: (number | "control")[] = recall ? [0] : [...grid.depths];
     if (grid.control && !recall) depths.push("control");
@@ -134,10 +150,24 @@ export async function evalPasskey(
       } catch (e) {
         if (d !== "control" || !(e instanceof RangeError)) throw e;
         controlSkipped = e.message;
+        cellNo += grid.variants.length;
         continue;
       }
       for (const v of grid.variants) {
-        const scored = await streamer.score(samples, v, { greedyRows: (i) => samples[i].rows });
+        cellNo++;
+        const scored = await streamer.score(samples, v, {
+          greedyRows: (i) => samples[i].rows,
+          onChunk: (chunk, chunks) =>
+            onProgress?.({
+              cell: cellNo,
+              cells: nCells,
+              chunk,
+              chunks,
+              segments: n,
+              depth: d,
+              variant: v,
+            }),
+        });
         const correct = samples.filter((s, i) => allGreedy(s.rows, scored[i].greedy)).length;
         const cell: PasskeyCell = {
           segments: n,
