@@ -10,7 +10,7 @@ import { cellSamples, sampleCorrect } from "../src/eval/passkey.ts";
 import { evalPerplexity } from "../src/eval/ppl.ts";
 import { nextTokenTargets, Streamer } from "../src/eval/stream.ts";
 import { resolveConfig } from "../src/model/overrides.ts";
-import { IGNORE } from "../src/model/model.ts";
+import { IGNORE_TARGET as IGNORE } from "../src/util/targets.ts";
 import { initParams, paramTable } from "../src/model/params.ts";
 import { Rng } from "../src/util/rng.ts";
 import { gpuTest } from "./_gpu.ts";

@@ -17,7 +17,8 @@ import {
   vectorFromArray,
 } from "apache-arrow";
 import { docHash, isValidation } from "../src/data/encode.ts";
-import { shuffleOrder, splitSeed } from "../src/data/pack.ts";
+import { splitSeed } from "../src/data/pack.ts";
+import { permutation } from "../src/util/rng.ts";
 import { ShardReader, type Split } from "../src/data/shards.ts";
 import { loadTokenizer, type Tokenizer } from "../src/data/tokenizer.ts";
 
@@ -107,7 +108,7 @@ export async function writeParquet(path: string, docs: string[], rowGroupSize = 
 /** A split's token stream in packing order (the shuffle undone), from the shards. */
 export async function unshuffledStream(dir: string, split: Split): Promise<Uint32Array> {
   using r = await ShardReader.open(dir, split);
-  const perm = shuffleOrder(r.numSequences, splitSeed(r.manifest.seed, split));
+  const perm = permutation(r.numSequences, splitSeed(r.manifest.seed, split));
   const out = new Uint32Array(r.numSequences * r.seqLen);
   for (let j = 0; j < r.numSequences; j++) out.set(r.sequence(j), perm[j] * r.seqLen);
   return out;

@@ -16,7 +16,8 @@
  */
 import { ok as assert } from "node:assert/strict";
 import { cloneConfig, type ModelConfig } from "../src/model/config.ts";
-import { GATE, IGNORE } from "../src/model/model.ts";
+import { GATE } from "../src/model/model.ts";
+import { IGNORE_TARGET as IGNORE } from "../src/util/targets.ts";
 import { paramTable } from "../src/model/params.ts";
 import { Rng } from "../src/util/rng.ts";
 import { gpuTest } from "./_gpu.ts";

@@ -6,7 +6,8 @@
 import { equal } from "node:assert/strict";
 import { type ModelConfig } from "../src/model/config.ts";
 import { loadCheckpoint, tensorsToFlat } from "../src/model/checkpoint.ts";
-import { GATE, IGNORE, InfiniGemma } from "../src/model/model.ts";
+import { GATE, InfiniGemma } from "../src/model/model.ts";
+import { IGNORE_TARGET as IGNORE } from "../src/util/targets.ts";
 import { readSafetensors } from "../src/model/safetensors.ts";
 import { gpuTest } from "./_gpu.ts";
 import { assertClose } from "./_numeric.ts";

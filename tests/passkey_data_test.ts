@@ -8,7 +8,6 @@ import {
   argmaxRows,
   exactMatch,
   FILLER_SENTENCES,
-  IGNORE_TARGET,
   isEvalKey,
   keyStatement,
   PasskeyTask,
@@ -16,6 +15,7 @@ import {
   question,
 } from "../src/data/passkey.ts";
 import { Rng } from "../src/util/rng.ts";
+import { IGNORE_TARGET } from "../src/util/targets.ts";
 
 const text = (t: Uint32Array) => String.fromCharCode(...t);
 

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import type { Runtime, Tensor } from "../src/gpu/runtime.ts";
-import { IGNORE_TARGET, MAX_REDUCTION, Xent } from "../src/ops/xent.ts";
+import { MAX_REDUCTION, Xent } from "../src/ops/xent.ts";
+import { IGNORE_TARGET } from "../src/util/targets.ts";
 import { Rng } from "../src/util/rng.ts";
 import { gpuTest } from "./_gpu.ts";
 import { assertClose, f64, gradCheck, randf32 } from "./_numeric.ts";

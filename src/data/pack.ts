@@ -8,7 +8,7 @@
  * permutation from the seed and writes the shards in that order. Memory stays at a few
  * buffers plus the permutation (4 bytes per sequence), whatever the corpus size.
  */
-import { Rng } from "../util/rng.ts";
+import { permutation } from "../util/rng.ts";
 import { encodeHeader, HEADER_BYTES, shardName, type Split, type SplitInfo } from "./shards.ts";
 
 export interface PackOptions {
@@ -74,8 +74,8 @@ export class SplitWriter {
   }
 
   /**
-   * Pass 2: shuffles the sequences with `seed` (see shuffleOrder) and writes the shards;
-   * removes the spill file. Returns the split's entry for the manifest.
+   * Pass 2: shuffles the sequences with `seed` (a seeded permutation, src/util/rng.ts) and
+   * writes the shards; removes the spill file. Returns the split's entry for the manifest.
    */
   async finish(seed: number): Promise<SplitInfo> {
     const o = this.#o;
@@ -85,7 +85,8 @@ export class SplitWriter {
     this.#spill = undefined;
     const n = this.#sequences;
     const seqBytes = o.seqLen * o.tokenWidth;
-    const perm = shuffleOrder(n, seed);
+    // The shuffle: position j of the shards holds sequence perm[j] of the packed stream.
+    const perm = permutation(n, seed);
     const perShard = Math.max(1, Math.floor(o.shardBytes / seqBytes));
     // Shards are filled a window at a time, so memory does not grow with the shard size.
     const window = Math.max(1, Math.floor(WINDOW_BYTES / seqBytes));
@@ -127,24 +128,6 @@ export class SplitWriter {
     this.#spill?.close();
     this.#spill = undefined;
   }
-}
-
-/**
- * The shuffle: position j of the shards holds sequence perm[j] of the packed stream.
- * Fisher-Yates driven by the project's seeded generator, so a seed gives the same order
- * everywhere.
- */
-export function shuffleOrder(n: number, seed: number): Uint32Array {
-  const perm = new Uint32Array(n);
-  for (let i = 0; i < n; i++) perm[i] = i;
-  const rng = new Rng(seed);
-  for (let i = n - 1; i > 0; i--) {
-    const j = rng.int(i + 1);
-    const t = perm[i];
-    perm[i] = perm[j];
-    perm[j] = t;
-  }
-  return perm;
 }
 
 /** The shuffle seed of a split, derived from --seed. */

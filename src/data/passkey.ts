@@ -24,9 +24,7 @@
  * ```
  */
 import { Rng } from "../util/rng.ts";
-
-/** Target id meaning "no loss at this position" (the last position of a sample). */
-export const IGNORE_TARGET = 0xffffffff;
+import { IGNORE_TARGET } from "../util/targets.ts";
 
 /** The filler sentences of the passkey literature. */
 export const FILLER_SENTENCES: readonly string[] = [
@@ -257,10 +255,7 @@ class FillerStream {
   take(n: number): string {
     while (this.#buf.length < n) {
       const order = [...FILLER_SENTENCES];
-      for (let i = order.length - 1; i > 0; i--) {
-        const j = this.rng.int(i + 1);
-        [order[i], order[j]] = [order[j], order[i]];
-      }
+      this.rng.shuffle(order);
       this.#buf += order.join(" ") + " ";
     }
     const out = this.#buf.slice(0, n);

@@ -10,8 +10,8 @@
  */
 import { UserError } from "../util/errors.ts";
 import { Rng } from "../util/rng.ts";
+import { IGNORE_TARGET } from "../util/targets.ts";
 
-export const IGNORE = 0xffffffff;
 const K = 75, Q = 63, ZERO = 48, FILLER_A = 97, FILLER_N = 8; // 'K', '?', '0', 'a'..'h'
 
 export interface RecallOptions {
@@ -54,7 +54,7 @@ export class RecallTask {
   /** Sequences [start, start + B) of the stream `split` ("train" or "eval": different draws). */
   batch(start: number, B: number, split: "train" | "eval" = "train"): RecallBatch {
     const T = this.length, S = this.o.segmentLength, n = this.digits;
-    const tokens = new Uint32Array(B * T), targets = new Uint32Array(B * T).fill(IGNORE);
+    const tokens = new Uint32Array(B * T), targets = new Uint32Array(B * T).fill(IGNORE_TARGET);
     const weights = new Float32Array(B * T);
     const answerRows: number[][] = [];
     for (let b = 0; b < B; b++) {

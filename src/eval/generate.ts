@@ -10,7 +10,8 @@
  */
 import type { Runtime } from "../gpu/runtime.ts";
 import type { ModelConfig } from "../model/config.ts";
-import { IGNORE, InfiniGemma } from "../model/model.ts";
+import { InfiniGemma } from "../model/model.ts";
+import { IGNORE_TARGET } from "../util/targets.ts";
 import { Rng } from "../util/rng.ts";
 
 export interface SampleOptions {
@@ -67,7 +68,7 @@ export class Generator {
   ) {
     const S = cfg.segmentLength;
     this.#tokens = new Uint32Array(S);
-    this.#targets = new Uint32Array(S).fill(IGNORE);
+    this.#targets = new Uint32Array(S).fill(IGNORE_TARGET);
   }
 
   static async create(
@@ -101,7 +102,7 @@ export class Generator {
     }
     let logits: Promise<Float32Array> | null = null;
     if (n < S && this.#cached === n - 1) {
-      this.decoder.setBatch(Uint32Array.of(this.#partial[n - 1]), Uint32Array.of(IGNORE));
+      this.decoder.setBatch(Uint32Array.of(this.#partial[n - 1]), Uint32Array.of(IGNORE_TARGET));
       this.decoder.recordDecode(rec, n - 1);
       if (wantLogits) logits = rec.read(this.decoder.recordLogits(rec, 0));
       this.decodes++;

@@ -4,7 +4,7 @@
  * segment index (how the loss evolves as the context grows).
  */
 import type { Sequence, Streamer, Variant } from "./stream.ts";
-import { IGNORE } from "../model/model.ts";
+import { IGNORE_TARGET } from "../util/targets.ts";
 
 export interface PplVariantResult {
   variant: Variant;
@@ -44,7 +44,7 @@ export async function evalPerplexity(
     scored.forEach((s, i) => {
       const tg = docs[i].targets;
       for (let p = 0; p < tg.length; p++) {
-        if (tg[p] === IGNORE) continue;
+        if (tg[p] === IGNORE_TARGET) continue;
         const seg = Math.floor(p / S);
         sums[seg] = (sums[seg] ?? 0) + s.nll[p];
         counts[seg] = (counts[seg] ?? 0) + 1;

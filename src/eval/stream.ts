@@ -17,7 +17,8 @@
  */
 import type { Runtime } from "../gpu/runtime.ts";
 import type { ModelConfig } from "../model/config.ts";
-import { GATE, IGNORE, InfiniGemma } from "../model/model.ts";
+import { GATE, InfiniGemma } from "../model/model.ts";
+import { IGNORE_TARGET as IGNORE } from "../util/targets.ts";
 
 export type Variant = "memory" | "off" | "zero-read" | "reset";
 export const VARIANTS: readonly Variant[] = ["memory", "off", "zero-read", "reset"];

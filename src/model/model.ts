@@ -32,9 +32,7 @@ import { Rope } from "../ops/rope.ts";
 import { Xent } from "../ops/xent.ts";
 import { isInfiniLayer, type ModelConfig } from "./config.ts";
 import { EMBED, FINAL_NORM, layerNames, type ParamTable, paramTable } from "./params.ts";
-
-/** Target id meaning "no prediction here". */
-export const IGNORE = 0xffffffff;
+import { IGNORE_TARGET as IGNORE } from "../util/targets.ts";
 
 /** Gate modes of the memory path: learned, memory off (g = 0), memory read zeroed. */
 export const GATE = { learned: 0, off: 1, zeroRead: 2 } as const satisfies Record<string, GateMode>;

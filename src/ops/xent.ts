@@ -32,9 +32,6 @@ import { Matmul } from "./matmul.ts";
 
 export const xentKernel: Kernel = { name: "kernels/xent.wgsl", source: src };
 
-/** Target value of a row that takes no part in the loss (padding, prompt tokens, ...). */
-export const IGNORE_TARGET = 0xffffffff;
-
 /** How the vocabulary is cut into chunks and how much scratch that takes. */
 export interface XentPlan {
   /** Vocabulary rows per chunk (Vc): V itself, or a multiple of 64 when V needs several. */
@@ -56,7 +53,10 @@ export interface XentArgs {
   x: Tensor;
   /** Tied embedding, (V, C); offset a multiple of 256 bytes when V needs several chunks. */
   E: Tensor;
-  /** Target ids, (rows) u32; IGNORE_TARGET rows take no part; ids >= V give a NaN loss. */
+  /**
+   * Target ids, (rows) u32; IGNORE_TARGET rows (src/util/targets.ts) take no part; ids >= V
+   * give a NaN loss.
+   */
   targets: Tensor;
   /** Loss = scale * sum of (weighted) NLL over non-ignored rows; 1 / count gives the mean. */
   scale: number;

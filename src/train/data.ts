@@ -4,11 +4,12 @@
  * sees exactly the batches an uninterrupted one would have.
  */
 import { UserError } from "../util/errors.ts";
-import { IGNORE_TARGET, PasskeyTask } from "../data/passkey.ts";
+import { PasskeyTask } from "../data/passkey.ts";
 import { RecallTask } from "../data/recall.ts";
 import { ShardReader, type Split } from "../data/shards.ts";
 import type { ModelConfig } from "../model/config.ts";
-import { Rng } from "../util/rng.ts";
+import { permutation, Rng } from "../util/rng.ts";
+import { IGNORE_TARGET } from "../util/targets.ts";
 
 /** One batch of B sequences laid out consecutively (rows = B * T). */
 export interface Batch {
@@ -240,18 +241,4 @@ export class ShardSource implements BatchSource {
     this.#train.close();
     this.#val?.close();
   }
-}
-
-/** Seeded Fisher-Yates permutation of 0..n-1. */
-export function permutation(n: number, seed: number): Uint32Array {
-  const p = new Uint32Array(n);
-  for (let i = 0; i < n; i++) p[i] = i;
-  const rng = new Rng(seed);
-  for (let i = n - 1; i > 0; i--) {
-    const j = rng.int(i + 1);
-    const t = p[i];
-    p[i] = p[j];
-    p[j] = t;
-  }
-  return p;
 }

@@ -52,12 +52,33 @@ export class Rng {
     return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
   }
 
+  /**
+   * Shuffles `xs` in place: Fisher-Yates from the last position down, swapping position i with
+   * one drawn uniformly from 0..i (one draw per position above 0).
+   */
+  shuffle<T>(xs: { [i: number]: T; readonly length: number }): void {
+    for (let i = xs.length - 1; i > 0; i--) {
+      const j = this.int(i + 1);
+      const t = xs[i];
+      xs[i] = xs[j];
+      xs[j] = t;
+    }
+  }
+
   /** Float32Array of n normals times `std`. */
   normals(n: number, std = 1): Float32Array {
     const out = new Float32Array(n);
     for (let i = 0; i < n; i++) out[i] = this.normal() * std;
     return out;
   }
+}
+
+/** A seeded random permutation of 0..n-1 (the same for a seed everywhere). */
+export function permutation(n: number, seed: number): Uint32Array {
+  const p = new Uint32Array(n);
+  for (let i = 0; i < n; i++) p[i] = i;
+  new Rng(seed).shuffle(p);
+  return p;
 }
 
 function rotl(x: number, k: number): number {
