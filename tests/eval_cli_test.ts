@@ -97,6 +97,11 @@ gpuTest(
       const r = JSON.parse(ppl.stdout);
       equal(r.tokens, 399);
       equal(r.variants.length, 4);
+      // Each variant's long-range and other targets, which add up to all of them.
+      for (const v of r.variants) {
+        equal(v.longRange.tokens + v.rest.tokens, v.tokens);
+        ok(Number.isFinite(v.rest.nll));
+      }
       equal(r.variants[0].perSegment.length, 7); // 400 bytes in segments of 64
       ok(r.variants.every((v: { nll: number }) => v.nll > 0 && Number.isFinite(v.nll)));
       match(await Deno.readTextFile(`${dir}/ppl/nll_per_segment.svg`), /^<svg/);

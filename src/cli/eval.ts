@@ -289,8 +289,12 @@ async function writeResults(dir: string, name: string, res: unknown): Promise<vo
   ]);
 }
 
-/** The side-by-side table of `eval ppl`. */
+/**
+ * The side-by-side table of `eval ppl`: all targets, then the long-range ones (a trigram seen
+ * only in earlier segments: what only the memory can help with) and the rest.
+ */
 export function pplTable(r: PplResult): string {
+  const f = (x: number) => (Number.isNaN(x) ? "-" : x.toFixed(4)).padStart(10);
   const lines = [
     `variant      NLL (nats)   perplexity   tokens    seconds   (${r.documents} documents)`,
   ];
@@ -301,16 +305,34 @@ export function pplTable(r: PplResult): string {
       }   ${String(v.tokens).padStart(7)}   ${v.seconds.toFixed(1).padStart(7)}`,
     );
   }
+  const lr = r.variants[0]?.longRange.tokens ?? 0;
+  lines.push(
+    "",
+    `long-range targets (trigram seen only in earlier segments): ${lr} of ${r.tokens}`,
+    `variant      long-range NLL   other NLL`,
+  );
+  for (const v of r.variants) {
+    lines.push(`${v.variant.padEnd(12)} ${f(v.longRange.nll)}      ${f(v.rest.nll)}`);
+  }
   const segs = r.variants[0]?.perSegment ?? [];
   if (segs.length > 1) {
-    lines.push("", `NLL per segment index (segment = ${r.segmentLength} tokens):`);
-    lines.push(`segment  ${r.variants.map((v) => v.variant.padStart(10)).join(" ")}   tokens`);
+    lines.push(
+      "",
+      `NLL per segment index (segment = ${r.segmentLength} tokens), all targets | long-range:`,
+    );
+    lines.push(
+      `segment  ${r.variants.map((v) => v.variant.padStart(10)).join(" ")}   tokens |${
+        r.variants.map((v) => v.variant.padStart(10)).join(" ")
+      }   tokens`,
+    );
     const show = segs.length <= 16 ? segs.map((_, i) => i) : pickIndices(segs.length, 16);
     for (const i of show) {
       lines.push(
         `${String(segs[i].segment).padStart(7)}  ${
-          r.variants.map((v) => (v.perSegment[i]?.nll ?? NaN).toFixed(4).padStart(10)).join(" ")
-        }   ${segs[i].tokens}`,
+          r.variants.map((v) => f(v.perSegment[i]?.nll ?? NaN)).join(" ")
+        }   ${String(segs[i].tokens).padStart(6)} |${
+          r.variants.map((v) => f(v.perSegment[i]?.longRange.nll ?? NaN)).join(" ")
+        }   ${segs[i].longRange.tokens}`,
       );
     }
   }
