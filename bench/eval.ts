@@ -8,7 +8,7 @@
  *   deno task bench:eval [--presets tiny] [--lengths 8192,65536,1048576] [--chunk 16]
  *                        [--out out/bench_eval.json]
  */
-import { cellSamples } from "../src/eval/passkey.ts";
+import { cellSamples } from "../src/tasks/passkey.ts";
 import { Streamer } from "../src/eval/stream.ts";
 import { Runtime } from "../src/gpu/runtime.ts";
 import { resolveConfig } from "../src/model/overrides.ts";

@@ -6,7 +6,7 @@ import { equal, match } from "node:assert/strict";
 import { runScript } from "./_cli.ts";
 import { existsSync } from "node:fs";
 
-const STAGES = new URL("../bench/passkey_stages.ts", import.meta.url).pathname;
+const STAGES = new URL("../scripts/passkey_stages.ts", import.meta.url).pathname;
 
 function stagesScript(...args: string[]) {
   return runScript(STAGES, ...args);

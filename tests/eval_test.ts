@@ -6,7 +6,8 @@
  */
 import { deepEqual, equal, notDeepEqual, ok } from "node:assert/strict";
 import { Generator, sampleToken } from "../src/eval/generate.ts";
-import { cellSamples, sampleCorrect } from "../src/eval/passkey.ts";
+import { sampleCorrect } from "../src/eval/passkey.ts";
+import { cellSamples } from "../src/tasks/passkey.ts";
 import { evalPerplexity } from "../src/eval/ppl.ts";
 import { nextTokenTargets, Streamer } from "../src/eval/stream.ts";
 import { resolveConfig } from "../src/model/overrides.ts";

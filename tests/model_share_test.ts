@@ -6,7 +6,7 @@ import { deepEqual, equal, ok } from "node:assert/strict";
 import { resolveConfig } from "../src/model/overrides.ts";
 import { InfiniGemma } from "../src/model/model.ts";
 import { paramTable } from "../src/model/params.ts";
-import { PasskeySource } from "../src/train/data.ts";
+import { PasskeySource } from "../src/tasks/sources.ts";
 import { Rng } from "../src/util/rng.ts";
 import { gpuTest } from "./_gpu.ts";
 import { gpuModel, maxDiff, randomParams, randomTokens, smallConfig } from "./_model.ts";

@@ -13,7 +13,7 @@ import {
   PasskeyTask,
   predictedAnswer,
   question,
-} from "../src/data/passkey.ts";
+} from "../src/tasks/passkey.ts";
 import { Rng } from "../src/util/rng.ts";
 import { IGNORE_TARGET } from "../src/util/targets.ts";
 

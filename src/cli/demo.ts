@@ -12,68 +12,19 @@ import { evalPasskey, meanAccuracy, type PasskeyResult } from "../eval/passkey.t
 import { Streamer } from "../eval/stream.ts";
 import { formatConfig, type ModelConfig } from "../model/config.ts";
 import { resolveConfig } from "../model/overrides.ts";
-import { writeFileAtomic } from "../util/files.ts";
-import { PasskeySource, RecallSource } from "../train/data.ts";
+import {
+  DEMO_ANSWER_WEIGHT,
+  DEMO_BOUNDARY_SHARE,
+  DEMO_TASKS,
+  type DemoTask,
+  type TrainRecipe,
+} from "../tasks/recipes.ts";
+import { PasskeySource, RecallSource } from "../tasks/sources.ts";
 import { fmtDuration, train, TRAIN_DEFAULTS, type TrainOptions } from "../train/trainer.ts";
+import { writeFileAtomic } from "../util/files.ts";
 import { choiceFlag, intFlag, parseCommand } from "./flags.ts";
 import { passkeyHeatMap, passkeyTable } from "./eval.ts";
 import { SUMMARIES } from "./summaries.ts";
-
-interface DemoTask {
-  preset: string;
-  sets: string[];
-  train: Partial<TrainOptions>;
-  describe: string;
-}
-
-export const DEMO_TASKS: Record<"recall" | "passkey", DemoTask> = {
-  // The micro model (26k parameters), two segments of 16 bytes.
-  recall: {
-    preset: "micro",
-    sets: [],
-    train: {
-      steps: 200,
-      batch: 32,
-      lr: 1e-2,
-      warmup: 20,
-      weightDecay: 0,
-      logEvery: 20,
-      evalEvery: 50,
-      evalBatches: 4,
-      saveEvery: 0,
-    },
-    describe: `the associative-recall task: a 1-digit key follows the marker 'K' somewhere in
-the first segment, random letters fill the rest, and the sequence ends with '?' and the key
-again; only the answer digit is scored (chance 0.1)`,
-  },
-  // The notes' 39k-parameter passkey model, 4 segments of 32 bytes.
-  passkey: {
-    preset: "tiny",
-    // N(0, 0.1) init: at N(0, 0.02) this recipe stayed at chance for 2,500 steps (README).
-    sets: ["hiddenSize=32", "intermediateSize=128", "headDim=8", "initStd=0.1"],
-    train: {
-      steps: 2500,
-      batch: 32,
-      lr: 1e-2,
-      warmup: 30,
-      weightDecay: 0,
-      logEvery: 25,
-      evalEvery: 100,
-      evalBatches: 2,
-      saveEvery: 0,
-    },
-    describe: `the passkey task: filler sentences, "The pass key is NNNNN. Remember it."
-somewhere before the last segment, and "What is the pass key? The pass key is NNNNN." at the
-end; all 5 digits must be right`,
-  },
-};
-/** Passkey: loss weight of the answer digits, 10x the rest of the sequence together. */
-export const DEMO_ANSWER_WEIGHT = 254;
-/**
- * Passkey: share of training keys whose digits start a segment. Drawn uniformly that is 1 in
- * 32, and those keys stayed the model's weak spot (README, Results).
- */
-export const DEMO_BOUNDARY_SHARE = 0.2;
 
 const HELP = `infini demo: ${SUMMARIES.demo}
 
@@ -96,7 +47,7 @@ Options:
   --task NAME      recall or passkey (default recall)
   --out DIR        output folder (default runs/demo)
   --steps N        training steps (default: recall ${DEMO_TASKS.recall.train.steps}, passkey ${DEMO_TASKS.passkey.train.steps})
-  --trials N       held-out samples per cell (default: recall 100, passkey 20 per depth)
+  --trials N       held-out samples per cell (default: recall ${DEMO_TASKS.recall.trials}, passkey ${DEMO_TASKS.passkey.trials} per depth)
   --seed N         seed of initialisation, data and evaluation (default 1)
   -h, --help       this help
 
@@ -121,14 +72,12 @@ export async function run(args: string[]): Promise<number> {
   const taskName = choiceFlag("task", values.task, ["recall", "passkey"], "recall");
   const out = values.out ?? "runs/demo";
   const task = DEMO_TASKS[taskName];
-  const steps = intFlag("steps", values.steps, task.train.steps!);
-  const trials = values.trials === undefined
-    ? (taskName === "recall" ? 100 : 20)
-    : intFlag("trials", values.trials, 1);
+  const steps = intFlag("steps", values.steps, task.train.steps);
+  const trials = values.trials === undefined ? task.trials : intFlag("trials", values.trials, 1);
   const seed = intFlag("seed", values.seed, 1, 0);
   const cfg: ModelConfig = resolveConfig(task.preset, task.sets);
   const nS = cfg.seqLength / cfg.segmentLength;
-  const o: TrainOptions = { ...TRAIN_DEFAULTS, ...task.train, steps, seed, out };
+  const o: TrainOptions = { ...TRAIN_DEFAULTS, ...trainOptions(task.train), steps, seed, out };
   const enc = new TextEncoder();
   const tty = Deno.stderr.isTerminal();
   const say = (line: string) =>
@@ -204,6 +153,11 @@ export async function run(args: string[]): Promise<number> {
   );
   rt.destroy();
   return 0;
+}
+
+/** A recipe's training options, checked to be TrainOptions fields of the same types. */
+function trainOptions(r: TrainRecipe): Pick<TrainOptions, keyof TrainRecipe> {
+  return r;
 }
 
 /** Plain statements of what the run shows against the demo's targets. */

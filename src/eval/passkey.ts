@@ -8,8 +8,8 @@
  * greedy reproduces the key; at the first step where it is not, greedy emits a wrong digit. (A
  * test checks it against the generator token by token.) Ties count as right.
  */
-import { type PasskeySample, PasskeyTask } from "../data/passkey.ts";
-import { RecallTask } from "../data/recall.ts";
+import { cellSamples, type PasskeySample } from "../tasks/passkey.ts";
+import { recallSamples } from "../tasks/recall.ts";
 import type { Streamer, Variant } from "./stream.ts";
 
 export interface PasskeyGrid {
@@ -36,23 +36,6 @@ interface GridSample {
   rows: number[];
 }
 
-/** Held-out recall samples (the "eval" stream of the task), deterministic in the seed. */
-export function recallSamples(
-  S: number,
-  segments: number,
-  trials: number,
-  seed: number,
-): GridSample[] {
-  const T = S * segments;
-  const b = new RecallTask({ segmentLength: S, segments }, (seed * 7919 + segments) >>> 0)
-    .batch(0, trials, "eval");
-  return b.answerRows.map((rows, i) => ({
-    tokens: b.tokens.slice(i * T, i * T + T),
-    targets: b.targets.slice(i * T, i * T + T),
-    rows: rows.map((r) => r - i * T),
-  }));
-}
-
 export interface PasskeyCell {
   segments: number;
   tokens: number;
@@ -72,27 +55,6 @@ export interface PasskeyResult {
   /** Why the control could not be built (segments too short for key and question), if so. */
   controlSkipped?: string;
   seconds: number;
-}
-
-/** The samples of one grid cell: held-out keys, deterministic in (seed, length, depth). */
-export function cellSamples(
-  S: number,
-  segments: number,
-  depth: number | "control",
-  trials: number,
-  seed: number,
-): PasskeySample[] {
-  const cellSeed =
-    (seed * 1000003 + segments * 7919 + (depth === "control" ? 999 : Math.round(depth * 100))) >>>
-    0;
-  const task = new PasskeyTask({
-    segmentLength: S,
-    segments,
-    keys: "eval",
-    depth: depth === "control" ? undefined : depth,
-    controlShare: depth === "control" ? 1 : 0,
-  }, cellSeed);
-  return Array.from({ length: trials }, (_, i) => task.sample(i));
 }
 
 /** Whether the greedy prediction is right at every one of `rows` (unscored rows count as wrong). */

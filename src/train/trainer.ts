@@ -21,7 +21,7 @@ import { readSafetensors, writeSafetensors } from "../model/safetensors.ts";
 import { writeFileAtomic } from "../util/files.ts";
 import type { GateMode } from "../ops/infini.ts";
 import { lineChart } from "../ui/svg.ts";
-import type { Batch, BatchSource } from "./data.ts";
+import type { Batch, BatchSource } from "../data/batch.ts";
 import { InterruptWatcher } from "./interrupt.ts";
 
 export interface TrainOptions {

@@ -33,17 +33,17 @@
  * default 0.2 for passkey, as `demo --task passkey`).
  * `--init-from` starts the first stage from an earlier run's weights (its stage folder).
  */
-import { benchArgs } from "./_util.ts";
+import { benchArgs } from "../bench/_util.ts";
 import { UsageError } from "../src/util/errors.ts";
 import { intFlag, listFlag } from "../src/cli/flags.ts";
-import { DEMO_ANSWER_WEIGHT, DEMO_BOUNDARY_SHARE, DEMO_TASKS } from "../src/cli/demo.ts";
 import { passkeyHeatMap, passkeyTable } from "../src/cli/eval.ts";
 import { evalPasskey, meanAccuracy, type PasskeyResult } from "../src/eval/passkey.ts";
 import { Streamer, type Variant } from "../src/eval/stream.ts";
 import { Runtime } from "../src/gpu/runtime.ts";
 import { resolveConfig } from "../src/model/overrides.ts";
 import { writeFileAtomic } from "../src/util/files.ts";
-import { PasskeySource, RecallSource } from "../src/train/data.ts";
+import { DEMO_TASKS, STAGE_DEFAULTS, STAGE_TRAIN, stageLengths } from "../src/tasks/recipes.ts";
+import { PasskeySource, RecallSource } from "../src/tasks/sources.ts";
 import { fmtDuration, train, TRAIN_DEFAULTS } from "../src/train/trainer.ts";
 
 const values = benchArgs(import.meta.url, {
@@ -66,19 +66,13 @@ const values = benchArgs(import.meta.url, {
   "first-mixture": { type: "boolean" },
 });
 const taskName = values.task === "recall" ? "recall" : "passkey";
-// Per-task defaults. Passkey: the demo's recipe, which solved 4 segments here (README,
-// Results), for the first stage, then three lengthening stages at lr 3e-3; the notes' recipe
-// (lr 3e-3, 100 warm-up steps, answer weight (T-1)/5, N(0, 0.02) init) stayed at chance for
-// 2,500 steps here. Recall: the micro model's short run.
-const passkey = taskName === "passkey";
-const demo = DEMO_TASKS.passkey.train;
-values.stages ??= passkey
-  ? `4:${demo.steps}:${demo.lr},16:600:0.003,32:500:0.003,64:400:0.003`
-  : "2:200";
-values.lr ??= String(passkey ? demo.lr : 0.003);
-values.warmup ??= String(passkey ? demo.warmup : 100);
-if (passkey) values["answer-weight"] ??= String(DEMO_ANSWER_WEIGHT);
-values.boundary ??= String(passkey ? DEMO_BOUNDARY_SHARE : 0);
+// Per-task defaults (src/tasks/recipes.ts).
+const defaults = STAGE_DEFAULTS[taskName];
+values.stages ??= defaults.stages;
+values.lr ??= String(defaults.lr);
+values.warmup ??= String(defaults.warmup);
+if (defaults.answerWeight !== undefined) values["answer-weight"] ??= String(defaults.answerWeight);
+values.boundary ??= String(defaults.boundaryShare);
 const rule = values.rule;
 const out = values.out ?? `results/${taskName}-${rule}`;
 // "M:N" or "M:N:LR" (a stage's own peak learning rate; --lr otherwise).
@@ -94,20 +88,17 @@ if (evalLens.some((n) => n < 2)) {
   throw new UsageError(`--eval '${values.eval}': a passkey needs at least 2 segments`);
 }
 const trials = intFlag("trials", values.trials, 200), seed = intFlag("seed", values.seed, 1, 0);
-const BUCKETS = [3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128];
 // Every stage's config and data source is built before anything is written or the GPU is
 // opened, so an impossible stage fails at once and leaves no --out folder behind.
 // recall: the micro model with its own defaults. The segment length is the preset's unless
 // --sets gives one (e.g. segmentLength=64, where a control sample fits).
-const preset = taskName === "recall" ? "micro" : "tiny";
+const preset = defaults.preset;
 const sets = taskName === "recall" ? [] : values.sets.split(",").filter(Boolean);
 const setS = sets.find((kv) => kv.startsWith("segmentLength="))?.split("=")[1];
 const S = setS === undefined ? resolveConfig(preset).segmentLength : Number(setS);
 const plan = stages.map(([maxSeg, steps, stageLr], i) => {
   const cfg = resolveConfig(preset, [...sets, `memoryUpdate=${rule}`, `seqLength=${maxSeg * S}`]);
-  const mixture = i > 0 || values["first-mixture"] === true;
-  // The buckets below M, and M itself (which need not be a bucket).
-  const lengths = mixture ? [...BUCKETS.filter((b) => b < maxSeg), maxSeg] : [maxSeg];
+  const lengths = stageLengths(maxSeg, i > 0 || values["first-mixture"] === true);
   if (taskName === "recall" && lengths.length > 1) {
     throw new UsageError(`--task recall: one fixed length per stage (stage ${i + 1} mixes)`);
   }
@@ -161,13 +152,13 @@ for (const [i, { maxSeg, steps, stageLr, cfg, lengths, source }] of plan.entries
       steps,
       batch: Number(values.batch),
       lr: stageLr,
-      warmup: i === 0 ? Number(values.warmup) : 20,
-      weightDecay: 0,
+      warmup: i === 0 ? Number(values.warmup) : STAGE_TRAIN.laterWarmup,
+      weightDecay: STAGE_TRAIN.weightDecay,
       seed: seed + i,
-      logEvery: 25,
-      evalEvery: 100,
-      evalBatches: 1,
-      saveEvery: 100,
+      logEvery: STAGE_TRAIN.logEvery,
+      evalEvery: STAGE_TRAIN.evalEvery,
+      evalBatches: STAGE_TRAIN.evalBatches,
+      saveEvery: STAGE_TRAIN.saveEvery,
       initFrom: prev,
     },
     source,

@@ -14,7 +14,9 @@
  * held-out eval keys (~10%), so evaluation uses keys never seen in training.
  *
  * Samples are addressed by index: sample i depends only on (seed, i), which makes a data
- * position a single number and resuming exact.
+ * position a single number and resuming exact. `cellSamples` draws the held-out samples of one
+ * cell of the evaluation grid (src/eval/passkey.ts); training batches come through
+ * ./sources.ts.
  *
  * @example
  * ```ts
@@ -280,6 +282,27 @@ function mixSeed(seed: number, index: number): number {
   h = Math.imul(h ^ (h >>> 16), 0x7feb352d) >>> 0;
   h = Math.imul(h ^ (h >>> 15), 0x846ca68b) >>> 0;
   return (h ^ (h >>> 16)) >>> 0;
+}
+
+/** The samples of one grid cell: held-out keys, deterministic in (seed, length, depth). */
+export function cellSamples(
+  S: number,
+  segments: number,
+  depth: number | "control",
+  trials: number,
+  seed: number,
+): PasskeySample[] {
+  const cellSeed =
+    (seed * 1000003 + segments * 7919 + (depth === "control" ? 999 : Math.round(depth * 100))) >>>
+    0;
+  const task = new PasskeyTask({
+    segmentLength: S,
+    segments,
+    keys: "eval",
+    depth: depth === "control" ? undefined : depth,
+    controlShare: depth === "control" ? 1 : 0,
+  }, cellSeed);
+  return Array.from({ length: trials }, (_, i) => task.sample(i));
 }
 
 /**

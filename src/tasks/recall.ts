@@ -6,7 +6,8 @@
  * answer must come through the compressive memory. The loss counts the answer digits only.
  *
  * It is the passkey task stripped to its core (no sentences to learn), used by the learning
- * test and for quick checks; `train --data recall` runs it.
+ * test and for quick checks; `train --data recall` runs it (through ./sources.ts), and
+ * `recallSamples` draws the held-out sequences the evaluation grid scores.
  */
 import { UserError } from "../util/errors.ts";
 import { Rng } from "../util/rng.ts";
@@ -27,6 +28,14 @@ export interface RecallBatch {
   weights: Float32Array;
   /** Per sequence, the rows whose predictions are the answer digits. */
   answerRows: number[][];
+}
+
+/** One held-out sequence as the evaluation grid scores it. */
+export interface RecallSample {
+  tokens: Uint32Array;
+  targets: Uint32Array;
+  /** Positions whose greedy prediction must be right (they predict the answer digits). */
+  rows: number[];
 }
 
 export class RecallTask {
@@ -80,4 +89,21 @@ export class RecallTask {
     }
     return { tokens, targets, weights, answerRows };
   }
+}
+
+/** Held-out recall samples (the "eval" stream of the task), deterministic in the seed. */
+export function recallSamples(
+  S: number,
+  segments: number,
+  trials: number,
+  seed: number,
+): RecallSample[] {
+  const T = S * segments;
+  const b = new RecallTask({ segmentLength: S, segments }, (seed * 7919 + segments) >>> 0)
+    .batch(0, trials, "eval");
+  return b.answerRows.map((rows, i) => ({
+    tokens: b.tokens.slice(i * T, i * T + T),
+    targets: b.targets.slice(i * T, i * T + T),
+    rows: rows.map((r) => r - i * T),
+  }));
 }
