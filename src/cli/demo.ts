@@ -38,10 +38,12 @@ folder. No download.
 
   --task recall    (default) the micro model on the associative-recall task: under 2
                    minutes on 2 CPU cores through software Vulkan
-  --task passkey   the 5-digit passkey task with a 39k-parameter model: ${DEMO_TASKS.passkey.train.steps} steps take
-                   about 8 minutes here (measured with the same recipe: at chance until
-                   ~800 steps, validation exact match 0.9 from step 1,500); with fewer
-                   steps the demo says plainly if it did not break through
+  --task passkey   the 5-digit passkey task with a 39k-parameter model, ${DEMO_TASKS.passkey.train.steps} steps
+                   (12,500-16,700 tokens/s measured on a shared 2-core machine: 10-14
+                   minutes). The recorded run of this recipe (docs/results.md, Passkey,
+                   stage 1) sat at chance until step 700 and first reached validation
+                   exact match 0.9 at step 1,500; with fewer steps the demo says plainly
+                   if it did not break through
 
 Options:
   --task NAME      recall or passkey (default recall)
