@@ -48,6 +48,15 @@ Deno.test("cli: unknown command, unknown flag and bad values are one-line usage 
       ],
       [["gen", "--output"], /gen: --output needs a value/],
       [["demo", "--task", "sort"], /--task 'sort': expected one of recall, passkey/],
+      [
+        ["info", "--limit", "maxBufferSise=4"],
+        /unknown limit 'maxBufferSise' \(did you mean maxBufferSize\?\)/,
+      ],
+      [
+        ["info", "--limit", "maxBufferSize=lots"],
+        /--limit maxBufferSize 'lots': expected a byte count/,
+      ],
+      [["info", "--limit", "maxBufferSize"], /--limit 'maxBufferSize': expected NAME=BYTES/],
       [["train", "--set", "hiddenSise=64"], /hiddenSise.*hiddenSize/],
       [["train", "--preset", "huge"], /unknown preset 'huge'/],
     ] as [string[], RegExp][]
@@ -74,3 +83,25 @@ gpuTest("cli: info prints the adapter and its limits as JSON", async () => {
   ok(j.limits.maxStorageBufferBindingSize.device >= 128 * 2 ** 20);
   ok(!r.stderr.includes("XDG_RUNTIME_DIR"), "no Vulkan loader noise");
 });
+
+gpuTest(
+  "cli: --limit lowers a device limit as every command sees it; above the adapter is an error",
+  async () => {
+    const r = await cli(
+      "info",
+      "--json",
+      "--limit",
+      "maxStorageBufferBindingSize=1MiB",
+      "--limit",
+      "maxBufferSize=4194304",
+    );
+    equal(r.code, 0, r.stderr);
+    const j = JSON.parse(r.stdout);
+    equal(j.limits.maxStorageBufferBindingSize.device, 2 ** 20);
+    equal(j.limits.maxBufferSize.device, 4 * 2 ** 20);
+    ok(j.limits.maxBufferSize.adapter > 4 * 2 ** 20);
+    const over = await cli("info", "--limit", "maxBufferSize=1000GiB");
+    equal(over.code, 2, over.stderr);
+    match(over.stderr, /no larger than the adapter's/);
+  },
+);

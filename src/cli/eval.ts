@@ -19,7 +19,15 @@ import { heatMap, lineChart } from "../ui/svg.ts";
 import { StatusLine } from "../ui/status.ts";
 import { duration } from "../data/progress.ts";
 import { readUserText, UsageError, UserError } from "../util/errors.ts";
-import { choiceFlag, intFlag, listFlag, parseCommand } from "./flags.ts";
+import {
+  choiceFlag,
+  intFlag,
+  LIMIT_HELP,
+  LIMIT_OPTION,
+  limitFlags,
+  listFlag,
+  parseCommand,
+} from "./flags.ts";
 import { SUMMARIES } from "./summaries.ts";
 
 const HELP = `infini eval: ${SUMMARIES.eval}
@@ -63,6 +71,7 @@ Common:
   --out DIR              write results.json and the SVG plot there (default runs/eval-ppl or
                          runs/eval-passkey)
   --json                 print the results as JSON on stdout instead of a table
+${LIMIT_HELP}
   -h, --help             this help
 
 Examples:
@@ -107,6 +116,7 @@ const COMMON_OPTIONS = {
   "segment-length": { type: "string" },
   out: { type: "string" },
   json: { type: "boolean" },
+  ...LIMIT_OPTION,
 } as const;
 const PPL_OPTIONS = {
   data: { type: "string" },
@@ -149,6 +159,7 @@ export async function run(args: string[]): Promise<number> {
   if (!parsed) return 0;
   const { values, positionals } = parsed;
   if (!values.checkpoint) throw new UsageError(`eval ${sub}: --checkpoint DIR is required`);
+  const limits = limitFlags(values.limit);
   const batch = intFlag("batch", values.batch, 8);
   const chunk = intFlag("chunk", values.chunk, 4);
   const out = values.out ?? `runs/eval-${sub}`;
@@ -198,7 +209,7 @@ export async function run(args: string[]): Promise<number> {
         docs.push({ name: f, tokens, targets: nextTokenTargets(tokens) });
       }
     }
-    const rt = await Runtime.create();
+    const rt = await Runtime.create({ limits });
     const streamer = await Streamer.create(rt, cfg, ck.params, { batch, chunkSegments: chunk });
     const nTok = docs.reduce((s, d) => s + d.tokens.length, 0);
     log(
@@ -249,7 +260,7 @@ export async function run(args: string[]): Promise<number> {
     variants: parseVariants(values.variants, ["memory", "off"]),
     control: !values["no-control"],
   };
-  const rt = await Runtime.create();
+  const rt = await Runtime.create({ limits });
   const streamer = await Streamer.create(rt, cfg, ck.params, { batch, chunkSegments: chunk });
   log(
     `eval passkey: lengths ${segments.join(", ")} segments of ${S}, depths ${

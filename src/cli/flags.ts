@@ -9,6 +9,7 @@
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { UsageError } from "../util/errors.ts";
+import { LIMIT_NAMES, type LimitName } from "../gpu/runtime.ts";
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
 
@@ -233,4 +234,54 @@ export function choiceFlag<const C extends string>(
     throw new UsageError(`--${flag} '${v}': expected one of ${choices.join(", ")}`);
   }
   return v as C;
+}
+
+/** The `--limit` option every command that opens the GPU declares. */
+export const LIMIT_OPTION = { limit: { type: "string", multiple: true } } as const;
+
+/** Help lines for `--limit`, the same in every command. */
+export const LIMIT_HELP =
+  `  --limit NAME=BYTES     lower a device limit below the adapter's, repeatable (e.g.
+                         --limit maxStorageBufferBindingSize=1MiB --limit maxBufferSize=4MiB):
+                         run as if on an adapter with smaller buffers and bindings`;
+
+const UNITS: Record<string, number> = {
+  "": 1,
+  k: 1e3,
+  kib: 2 ** 10,
+  m: 1e6,
+  mib: 2 ** 20,
+  g: 1e9,
+  gib: 2 ** 30,
+};
+
+/** A byte count: "1048576", "1MiB", "64KiB", "2GiB", "1_000_000" (decimal k/M/G too). */
+export function parseBytes(flag: string, v: string): number {
+  const m = /^(\d[\d_]*)\s*([a-z]*)$/i.exec(v.trim());
+  const unit = m ? UNITS[m[2].toLowerCase()] : undefined;
+  const n = m && unit !== undefined ? Number(m[1].replaceAll("_", "")) * unit : NaN;
+  if (!Number.isSafeInteger(n) || n <= 0) {
+    throw new UsageError(`--${flag} '${v}': expected a byte count such as 1048576 or 1MiB`);
+  }
+  return n;
+}
+
+/** `--limit NAME=BYTES` values as runtime caps; a name the runtime does not use is an error. */
+export function limitFlags(values: string[] | undefined): Partial<Record<LimitName, number>> {
+  const out: Partial<Record<LimitName, number>> = {};
+  for (const v of values ?? []) {
+    const eq = v.indexOf("=");
+    const name = eq < 0 ? v : v.slice(0, eq);
+    if (!(LIMIT_NAMES as readonly string[]).includes(name)) {
+      const near = closest(name, [...LIMIT_NAMES]);
+      throw new UsageError(
+        `--limit '${v}': unknown limit '${name}'${
+          near ? ` (did you mean ${near}?)` : ` (one of ${LIMIT_NAMES.join(", ")})`
+        }`,
+      );
+    }
+    if (eq < 0) throw new UsageError(`--limit '${v}': expected NAME=BYTES`);
+    out[name as LimitName] = parseBytes(`limit ${name}`, v.slice(eq + 1));
+  }
+  return out;
 }

@@ -4,7 +4,7 @@ import { Generator } from "../eval/generate.ts";
 import { checkpointTokenizer } from "../eval/load.ts";
 import { openCheckpoint } from "../model/checkpoint.ts";
 import { readUserText, UsageError } from "../util/errors.ts";
-import { intFlag, numFlag, parseCommand } from "./flags.ts";
+import { intFlag, LIMIT_HELP, LIMIT_OPTION, limitFlags, numFlag, parseCommand } from "./flags.ts";
 import { SUMMARIES } from "./summaries.ts";
 
 const HELP = `infini generate: ${SUMMARIES.generate}
@@ -25,6 +25,7 @@ Options:
   --seed N               sampling seed (default 1)
   --tokenizer SPEC       override the checkpoint's tokenizer (bytes, qwen, tokenizer.json)
   --no-stop              keep going past the end-of-text token
+${LIMIT_HELP}
   -h, --help             this help
 
 Examples:
@@ -45,6 +46,7 @@ export async function run(args: string[]): Promise<number> {
       seed: { type: "string" },
       tokenizer: { type: "string" },
       "no-stop": { type: "boolean" },
+      ...LIMIT_OPTION,
     },
   }, args);
   if (!parsed) return 0;
@@ -53,6 +55,7 @@ export async function run(args: string[]): Promise<number> {
   if ((values.prompt === undefined) === (values["prompt-file"] === undefined)) {
     throw new UsageError("generate: give --prompt TEXT or --prompt-file FILE (one of them)");
   }
+  const limits = limitFlags(values.limit);
   const maxTokens = intFlag("max-tokens", values["max-tokens"], 64);
   const seed = intFlag("seed", values.seed, 1, 0);
   const temperature = numFlag("temperature", values.temperature, 0.8);
@@ -66,7 +69,7 @@ export async function run(args: string[]): Promise<number> {
   const tok = await checkpointTokenizer(ck, values.tokenizer);
   const ids = tok.encode(prompt);
   if (!ids.length) throw new UsageError("generate: the prompt is empty");
-  const rt = await Runtime.create();
+  const rt = await Runtime.create({ limits });
   const gen = await Generator.create(rt, ck.config, ck.params);
   const out: number[] = [];
   let shown = "";

@@ -1,14 +1,15 @@
 /** `info`: the WebGPU adapter, its limits and features, and the tuning chosen for it. */
 import { fmtBytes, Runtime } from "../gpu/runtime.ts";
-import { parseCommand } from "./flags.ts";
+import { LIMIT_HELP, LIMIT_OPTION, limitFlags, parseCommand } from "./flags.ts";
 import { SUMMARIES } from "./summaries.ts";
 
 const HELP = `infini info: ${SUMMARIES.info}
 
-Usage: infini info [--json]
+Usage: infini info [--json] [--limit NAME=BYTES...]
 
 Options:
   --json     print a JSON object instead of a table
+${LIMIT_HELP}
   -h, --help this help
 
 Examples:
@@ -17,12 +18,12 @@ Examples:
 
 export async function run(args: string[]): Promise<number> {
   const parsed = parseCommand(
-    { name: "info", help: HELP, options: { json: { type: "boolean" } } },
+    { name: "info", help: HELP, options: { json: { type: "boolean" }, ...LIMIT_OPTION } },
     args,
   );
   if (!parsed) return 0;
   const { values } = parsed;
-  const rt = await Runtime.create();
+  const rt = await Runtime.create({ limits: limitFlags(values.limit) });
   const i = rt.adapterInfo;
   const limits: Record<string, { adapter: number; device: number }> = {};
   for (const [k, v] of Object.entries(rt.adapterLimits)) {

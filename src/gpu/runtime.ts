@@ -16,6 +16,7 @@
  * console.log(await out); // Float32Array [1, 2, 3, 4]
  * ```
  */
+import { UsageError } from "../util/errors.ts";
 
 /** A WGSL source file, named as it lives in kernels/ so that errors point at it. */
 export interface Kernel {
@@ -127,10 +128,24 @@ const WANTED_LIMITS = [
 
 export type LimitName = (typeof WANTED_LIMITS)[number];
 
+/** Whether `name` is one of the limits the runtime requests (and `--limit` can lower). */
+export function isLimitName(name: string): name is LimitName {
+  return (WANTED_LIMITS as readonly string[]).includes(name);
+}
+
+/** The names `--limit` accepts. */
+export const LIMIT_NAMES: readonly LimitName[] = WANTED_LIMITS;
+
 export interface RuntimeOptions {
   /** Force a tuning profile instead of choosing it from the adapter. */
   profile?: Profile;
   powerPreference?: GPUPowerPreference;
+  /**
+   * Limits lowered below what the device grants (`--limit NAME=BYTES`): everything that plans
+   * buffers and bindings reads `rt.limits`, so a small model can be run as if on an adapter
+   * with small buffers. A cap above the adapter's own value is an error.
+   */
+  limits?: Partial<Record<LimitName, number>>;
 }
 
 /** Maps an adapter description to its tuning profile. */
@@ -153,11 +168,15 @@ export class Runtime {
   #buffers = new Set<GPUBuffer>();
   #bytes = 0;
   #lost: string | null = null;
+  #limits: GPUSupportedLimits;
+  /** The limits lowered by RuntimeOptions.limits (empty when none). */
+  readonly caps: Readonly<Partial<Record<LimitName, number>>>;
 
   private constructor(
     device: GPUDevice,
     adapter: GPUAdapter,
     profile: Profile,
+    caps: Partial<Record<LimitName, number>> = {},
   ) {
     this.device = device;
     this.adapterInfo = adapter.info;
@@ -168,6 +187,16 @@ export class Runtime {
     this.adapterLimits = lim;
     this.features = [...adapter.features].sort();
     this.profile = profile;
+    this.caps = { ...caps };
+    // A plain copy of the granted limits with the caps applied (GPUSupportedLimits' fields are
+    // getters on its prototype, so they are copied by name).
+    const granted: Record<string, number> = {};
+    for (const k in device.limits) {
+      const v = (device.limits as unknown as Record<string, number>)[k];
+      if (typeof v === "number") granted[k] = v;
+    }
+    for (const [k, v] of Object.entries(caps)) granted[k] = Math.min(granted[k] ?? v, v);
+    this.#limits = granted as unknown as GPUSupportedLimits;
     device.lost.then((info) => {
       this.#lost = info.message || info.reason || "unknown reason";
     });
@@ -194,6 +223,15 @@ export class Runtime {
     }
     const requiredLimits: Record<string, number> = {};
     for (const k of WANTED_LIMITS) requiredLimits[k] = adapter.limits[k] as number;
+    for (const [k, v] of Object.entries(opts.limits ?? {})) {
+      const have = adapter.limits[k as LimitName] as number;
+      if (!isLimitName(k)) throw new UsageError(`--limit ${k}: not a limit this program uses`);
+      if (!(Number.isSafeInteger(v) && v > 0 && v <= have)) {
+        throw new UsageError(
+          `--limit ${k}=${v}: must be a positive integer no larger than the adapter's ${have}`,
+        );
+      }
+    }
     const requiredFeatures: GPUFeatureName[] = [];
     if (adapter.features.has("timestamp-query")) requiredFeatures.push("timestamp-query");
     const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
@@ -204,12 +242,12 @@ export class Runtime {
     const profile = opts.profile ??
       (envProfile === "cpu" || envProfile === "gpu" ? envProfile : undefined) ??
       profileFor(adapter.info, fallback);
-    return new Runtime(device, adapter, profile);
+    return new Runtime(device, adapter, profile, opts.limits);
   }
 
-  /** The device's granted limits. */
+  /** The device's granted limits, lowered by any caps (RuntimeOptions.limits). */
   get limits(): GPUSupportedLimits {
-    return this.device.limits;
+    return this.#limits;
   }
 
   /** Bytes currently held in runtime-owned storage buffers. */
