@@ -341,13 +341,22 @@ Deno.test("the demo's heat map (two variants) keeps its whole title", () => {
   );
 });
 
-Deno.test("eval ppl's plot of NLL per segment reads cleanly", () => {
+Deno.test("eval ppl's plot of NLL per segment reads cleanly, a long-range line per variant", () => {
   const variants = (["memory", "off", "zero-read", "reset"] as const).map((variant, k) => ({
     variant,
     perSegment: Array.from(
       { length: 64 },
-      (_, s) => ({ segment: s, nll: 3 + k / 10 + 1 / (s + 1) }),
+      (_, s) => ({
+        segment: s,
+        nll: 3 + k / 10 + 1 / (s + 1),
+        longRange: { tokens: s === 0 ? 0 : 10, nll: s === 0 ? NaN : 4 + k / 10 - s / 100 },
+        rest: { tokens: 100, nll: 3 },
+      }),
     ),
   }));
-  assertReadable(pplPlot({ segmentLength: 2048, variants } as unknown as PplResult));
+  const p = assertReadable(pplPlot({ segmentLength: 2048, variants } as unknown as PplResult));
+  for (const v of variants) {
+    ok(textsOf(p).includes(v.variant), v.variant);
+    ok(textsOf(p).includes(`${v.variant}, long-range`), `${v.variant}, long-range`);
+  }
 });

@@ -356,15 +356,23 @@ function pickIndices(n: number, k: number): number[] {
   return [...s];
 }
 
+/** NLL per segment index: per variant one line over all targets, one over long-range ones. */
 export function pplPlot(r: PplResult): string {
   return lineChart({
     title: `NLL per segment index (segment = ${r.segmentLength} tokens)`,
     xLabel: "segment index",
     yLabel: "NLL (nats/token)",
-    series: r.variants.map((v) => ({
-      name: v.variant,
-      points: v.perSegment.map((p) => [p.segment, p.nll] as [number, number]),
-    })),
+    series: r.variants.flatMap((v) => [
+      {
+        name: v.variant,
+        points: v.perSegment.map((p) => [p.segment, p.nll] as [number, number]),
+      },
+      {
+        name: `${v.variant}, long-range`,
+        points: v.perSegment.filter((p) => p.longRange.tokens > 0)
+          .map((p) => [p.segment, p.longRange.nll] as [number, number]),
+      },
+    ]),
   });
 }
 
