@@ -4,6 +4,7 @@ import {
   throws as assertThrows,
 } from "node:assert/strict";
 import { UsageError, UserError } from "../src/util/errors.ts";
+import { closest, editDistance } from "../src/util/text.ts";
 import {
   CONFIG_SCHEMA,
   configDiff,
@@ -15,13 +16,7 @@ import {
 } from "../src/model/config.ts";
 import { boolField, enumField, intField } from "../src/model/fields.ts";
 import { fromHfConfig, HF_ALIASES, readHfConfig, toHfConfig } from "../src/model/hf_config.ts";
-import {
-  applyOverrides,
-  closest,
-  editDistance,
-  preset,
-  resolveConfig,
-} from "../src/model/overrides.ts";
+import { applyOverrides, preset, resolveConfig } from "../src/model/overrides.ts";
 import {
   EMBED,
   FINAL_NORM,

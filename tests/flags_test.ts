@@ -1,6 +1,7 @@
 /** The CLI's one flag convention (src/cli/flags.ts), without spawning the program. */
 import { deepEqual, equal, throws } from "node:assert/strict";
-import { choiceFlag, closest, intFlag, listFlag, numFlag, parseCommand } from "../src/cli/flags.ts";
+import { choiceFlag, intFlag, listFlag, numFlag, parseCommand } from "../src/cli/flags.ts";
+import { closest } from "../src/util/text.ts";
 import { UsageError } from "../src/util/errors.ts";
 
 const SPEC = {
@@ -71,5 +72,5 @@ Deno.test("flags: number helpers say what is wrong with the value", () => {
   equal(choiceFlag("c", "b", ["a", "b"], "a"), "b");
   throws(() => choiceFlag("c", "z", ["a", "b"], "a"), /--c 'z': expected one of a, b/);
   equal(closest("stpes", ["steps", "seed"]), "steps");
-  equal(closest("zzzzzz", ["steps"]), undefined);
+  equal(closest("zzzzzz", ["steps"], 2), undefined);
 });

@@ -9,6 +9,7 @@
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { UsageError } from "../util/errors.ts";
+import { closest } from "../util/text.ts";
 import { LIMIT_NAMES, type LimitName } from "../gpu/runtime.ts";
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
@@ -113,7 +114,7 @@ function normalize(spec: CommandSpec<Options>, options: Options, args: string[])
     }
     const opt = options[name];
     if (!opt) {
-      const near = closest(name, Object.keys(options));
+      const near = closest(name, Object.keys(options), 2);
       throw new UsageError(
         `${cmd}: unknown option '${shown}'${near ? ` (did you mean '--${near}'?)` : ""} ${see}`,
       );
@@ -137,28 +138,6 @@ function normalize(spec: CommandSpec<Options>, options: Options, args: string[])
     out.push(`--${name}=${value}`);
   }
   return out;
-}
-
-/** The candidate within edit distance 2 of `word` (or a prefix match), if any. */
-export function closest(word: string, candidates: string[]): string | undefined {
-  let best: string | undefined, bestD = 3;
-  for (const c of candidates) {
-    const d = c.startsWith(word) && word.length >= 3 ? 1 : editDistance(word, c);
-    if (d < bestD) [best, bestD] = [c, d];
-  }
-  return best;
-}
-
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) {
-      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    prev = cur;
-  }
-  return prev[b.length];
 }
 
 /** An integer flag (`def` when absent); anything else, or outside [min, max], is a usage error. */
@@ -273,7 +252,7 @@ export function limitFlags(values: string[] | undefined): Partial<Record<LimitNa
     const eq = v.indexOf("=");
     const name = eq < 0 ? v : v.slice(0, eq);
     if (!(LIMIT_NAMES as readonly string[]).includes(name)) {
-      const near = closest(name, [...LIMIT_NAMES]);
+      const near = closest(name, LIMIT_NAMES, 2);
       throw new UsageError(
         `--limit '${v}': unknown limit '${name}'${
           near ? ` (did you mean ${near}?)` : ` (one of ${LIMIT_NAMES.join(", ")})`

@@ -10,6 +10,7 @@
  * ```
  */
 import { UsageError } from "../util/errors.ts";
+import { closest } from "../util/text.ts";
 import { cloneConfig, CONFIG_SCHEMA, type ModelConfig, PRESETS, validateConfig } from "./config.ts";
 import type { Schema } from "./fields.ts";
 import { HF_ALIASES } from "./hf_config.ts";
@@ -68,28 +69,4 @@ export function applyOverrides<T extends object>(
     out[key] = v;
   }
   return out;
-}
-
-/** Levenshtein distance, case-insensitive. */
-export function editDistance(a: string, b: string): number {
-  const s = a.toLowerCase(), t = b.toLowerCase();
-  let prev = Array.from({ length: t.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= s.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= t.length; j++) {
-      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (s[i - 1] === t[j - 1] ? 0 : 1));
-    }
-    prev = cur;
-  }
-  return prev[t.length];
-}
-
-/** The candidate nearest to `name` by edit distance (first one on ties). */
-export function closest(name: string, candidates: readonly string[]): string {
-  let best = candidates[0], bestD = Infinity;
-  for (const c of candidates) {
-    const d = editDistance(name, c);
-    if (d < bestD) [best, bestD] = [c, d];
-  }
-  return best;
 }
