@@ -1,5 +1,8 @@
 /** Shared helpers for bench tasks: timing GPU work by whole submits, tables and JSON output. */
-import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
+import type { ParseArgsConfig } from "node:util";
+import { parseCommand } from "../src/cli/flags.ts";
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
 import { userErrorExitCode } from "../main.ts";
 import { oneLine } from "../src/util/errors.ts";
 import type { Recorder, Runtime } from "../src/gpu/runtime.ts";
@@ -92,21 +95,17 @@ function reportUserErrors(): void {
 }
 
 /**
- * Parses a bench script's flags. `--help` prints the script's leading doc comment (its usage)
- * and exits; an unknown or malformed flag is one line on stderr and exit code 2.
+ * Parses a bench script's flags with the CLI's own convention (src/cli/flags.ts): `--help`
+ * prints the script's leading doc comment (its usage) and exits; an unknown or malformed flag
+ * is one line on stderr and exit code 2.
  */
-export function benchArgs<O extends ParseArgsOptionsConfig>(moduleUrl: string, options: O) {
+export function benchArgs<const O extends Options>(moduleUrl: string, options: O) {
   reportUserErrors();
-  if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
-    const src = Deno.readTextFileSync(new URL(moduleUrl));
-    const doc = src.match(/\/\*\*([\s\S]*?)\*\//)?.[1] ?? "";
-    console.log(doc.split("\n").map((l) => l.replace(/^\s*\* ?/, "")).join("\n").trim());
-    Deno.exit(0);
-  }
-  try {
-    return parseArgs({ args: Deno.args, options, strict: true, allowPositionals: false }).values;
-  } catch (e) {
-    console.error(`error: ${(e as Error).message.split("\n")[0]} (see --help)`);
-    Deno.exit(2);
-  }
+  const src = Deno.readTextFileSync(new URL(moduleUrl));
+  const doc = src.match(/\/\*\*([\s\S]*?)\*\//)?.[1] ?? "";
+  const help = doc.split("\n").map((l) => l.replace(/^\s*\* ?/, "")).join("\n").trim();
+  const name = new URL(moduleUrl).pathname.split("/").slice(-2).join("/");
+  const parsed = parseCommand({ name, help, options }, Deno.args);
+  if (!parsed) Deno.exit(0);
+  return parsed.values;
 }
