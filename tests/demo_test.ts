@@ -1,5 +1,5 @@
 /**
- * The demo end to end, shortened (the full run is `deno task demo`, about 3 minutes): it
+ * The demo end to end, shortened (the full run is `deno task demo`, under a minute here): it
  * trains, evaluates at 1x/4x/16x with memory on and off, and writes its report; its verdict
  * follows the numbers.
  */

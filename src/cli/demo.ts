@@ -198,7 +198,7 @@ export function judge(
           f(on1)
         } with memory): train longer (--steps) for the model to break through${
           task === "passkey"
-            ? " (measured here with the default recipe: at chance for ~700 steps at batch 32, then validation exact match 0.8 at step 1,400 and 1.0 from 2,200)"
+            ? " (measured here with the default recipe, results/passkey-linear-v3/stage1: validation exact match 0.000 through step 700 at batch 32, then 0.906 first at step 1,500)"
             : ""
         }.`,
       );
