@@ -22,6 +22,7 @@ import { resolveConfig } from "../src/model/overrides.ts";
 import { InfiniGemma } from "../src/model/model.ts";
 import { initParams } from "../src/model/params.ts";
 import { Matmul } from "../src/ops/matmul.ts";
+import { Optimizer } from "../src/train/optimizer.ts";
 import { Rng } from "../src/util/rng.ts";
 import type { Params, Pipeline, Recorder } from "../src/gpu/runtime.ts";
 import { benchArgs, printTable, timeGpu, writeJson } from "./_util.ts";
@@ -62,7 +63,7 @@ type Dispatch = Parameters<Recorder["dispatch"]>;
 /** One model set up for timing training steps; `run(n)` gives seconds per step over n steps. */
 async function stepper(cfg: ModelConfig, B: number) {
   const model = await InfiniGemma.create(rt, cfg, { B, T: cfg.seqLength, train: true });
-  await model.createOptimizer({ weightDecay: 0.1 });
+  const opt = await Optimizer.create(model, { weightDecay: 0.1 });
   model.setParams(initParams(model.table, cfg, 1));
   const rng = new Rng(2);
   const rows = B * cfg.seqLength;
@@ -79,7 +80,7 @@ async function stepper(cfg: ModelConfig, B: number) {
       };
     }
     model.recordGrads(rec);
-    model.recordUpdate(rec, {
+    opt.recordStep(rec, {
       step: ++stepNo,
       lr: 1e-3,
       beta1: 0.9,

@@ -13,6 +13,7 @@ import { ok as assert } from "node:assert/strict";
 import type { ModelConfig } from "../src/model/config.ts";
 import { paramTable } from "../src/model/params.ts";
 import type { AdamwHyper, GradStats } from "../src/ops/adamw.ts";
+import { Optimizer } from "../src/train/optimizer.ts";
 import { Rng } from "../src/util/rng.ts";
 import { gpuTest } from "./_gpu.ts";
 import { gpuModel, randomParams, randomTokens, refModel, smallConfig } from "./_model.ts";
@@ -149,14 +150,14 @@ gpuTest(
     // GPU: each step is one submit (clear grads, reset memory, forward, backward, norm, clip,
     // AdamW); the loss before the update and the optimizer's stats ride along.
     const model = await gpuModel(rt, cfg, params, { B, T, train: true });
-    await model.createOptimizer({ weightDecay: WEIGHT_DECAY });
+    const opt = await Optimizer.create(model, { weightDecay: WEIGHT_DECAY });
     model.setBatch(tokens, targets, { weights });
     const pending: Promise<[Float32Array, GradStats]>[] = [];
     for (let t = 1; t <= STEPS; t++) {
       const rec = rt.record(`step ${t}`);
       model.recordGrads(rec);
-      model.recordUpdate(rec, hyper(t));
-      pending.push(Promise.all([rec.read(model.loss), model.readStats(rec)]));
+      opt.recordStep(rec, hyper(t));
+      pending.push(Promise.all([rec.read(model.loss), opt.readStats(rec)]));
       rt.submit(rec);
     }
     const gpu = await Promise.all(pending);

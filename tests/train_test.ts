@@ -6,7 +6,8 @@ import { deepEqual, ok, rejects } from "node:assert/strict";
 import { UserError } from "../src/util/errors.ts";
 import { resolveConfig } from "../src/model/overrides.ts";
 import { PasskeySource, RecallSource } from "../src/tasks/sources.ts";
-import { train, TRAIN_DEFAULTS, type TrainOptions, validate } from "../src/train/trainer.ts";
+import { validate } from "../src/eval/validate.ts";
+import { train, TRAIN_DEFAULTS, type TrainOptions } from "../src/train/trainer.ts";
 import { gpuTest } from "./_gpu.ts";
 
 const quiet = { tty: false, info: () => {} };

@@ -17,7 +17,7 @@
  */
 import type { Runtime } from "../gpu/runtime.ts";
 import type { ModelConfig } from "../model/config.ts";
-import { GATE, InfiniGemma } from "../model/model.ts";
+import { GATE, InfiniGemma, targetIsArgmax } from "../model/model.ts";
 import { IGNORE_TARGET as IGNORE } from "../util/targets.ts";
 
 export type Variant = "memory" | "off" | "zero-read" | "reset";
@@ -168,8 +168,7 @@ export class Streamer {
             const hs = await head;
             for (const w of wanted) {
               const r = out[w.seq].greedy ??= new Map();
-              // The target is the greedy choice exactly when its logit equals the running max.
-              r.set(w.pos, hs[w.row * 4 + 2] >= hs[w.row * 4]);
+              r.set(w.pos, targetIsArgmax(hs, w.row));
             }
           }
           o.onChunk?.(++done, totalChunks);

@@ -21,7 +21,6 @@
  */
 import type { Recorder, Runtime, Tensor } from "../gpu/runtime.ts";
 import { Add } from "../ops/add.ts";
-import { Adamw, type AdamwHyper, type GradStats } from "../ops/adamw.ts";
 import { Attention } from "../ops/attention.ts";
 import { Embedding, type TokenIndex } from "../ops/embedding.ts";
 import { GeGLU } from "../ops/geglu.ts";
@@ -42,12 +41,12 @@ export interface ModelOptions {
   B: number;
   /** Tokens per sequence per call: the training sequence length, or S when streaming. */
   T: number;
-  /** Allocate gradients, saved activations of every layer and the optimizer. */
+  /** Allocate gradients and the saved activations of every layer (the optimizer is src/train's). */
   train: boolean;
   /**
    * Use this model's parameter and gradient buffers instead of allocating new ones (training
-   * on batches of several lengths: one model per length, one set of weights; the optimizer
-   * stays with `share`).
+   * on batches of several lengths: one model per length, one set of weights and gradients,
+   * which one optimizer updates).
    */
   share?: InfiniGemma;
   /**
@@ -59,11 +58,6 @@ export interface ModelOptions {
    * model's `recordForward(rec, { kvCache: decoder })`).
    */
   decodeFor?: InfiniGemma;
-}
-
-/** The optimizer's settings (per-group multipliers come from the config and param table). */
-export interface OptimizerOptions {
-  weightDecay: number;
 }
 
 /** One layer's weights (views into the flat parameter buffer). */
@@ -127,9 +121,6 @@ export class InfiniGemma {
   readonly loss: Tensor;
   /** Per-row NLL of the last forward (rows). */
   readonly nll: Tensor;
-  optimizer: Adamw | null = null;
-  /** AdamW first and second moments, flat in table layout (after createOptimizer). */
-  moments: { m: Tensor; v: Tensor } | null = null;
 
   #host: TokenIndex | null = null;
   #scale = 0;
@@ -395,7 +386,8 @@ export class InfiniGemma {
 
   /**
    * Per row after a forward: (running max logit, sum, target logit, log-sum-exp), (rows, 4).
-   * The target is the arg-max exactly when its logit equals the max.
+   * The target is the arg-max exactly when its logit equals the max; read it back and ask
+   * `targetIsArgmax`.
    */
   get headState(): Tensor {
     return this.k.xent.state;
@@ -829,49 +821,27 @@ export class InfiniGemma {
   }
 
   // ---------------------------------------------------------------------------------------
-  // Optimizer
+  // Training: the gradients of a batch (the optimizer that applies them is src/train's)
   // ---------------------------------------------------------------------------------------
 
-  /** Creates the AdamW optimizer over every tensor, with groups from the parameter table. */
-  async createOptimizer(o: OptimizerOptions): Promise<Adamw> {
-    if (!this.grads) throw new Error("model was created without gradients (train: false)");
-    // Moments live in two flat buffers laid out like the parameters: one read or write each
-    // when a checkpoint is saved or resumed.
-    const m = this.rt.tensor("adam.m", this.table.total),
-      v = this.rt.tensor("adam.v", this.table.total);
-    this.moments = { m, v };
-    const slots = this.table.specs.map((s) => ({
-      name: s.name,
-      p: this.params.view(s.offset, s.size, `p:${s.name}`),
-      g: this.grads!.view(s.offset, s.size, `g:${s.name}`),
-      m: m.view(s.offset, s.size, `m:${s.name}`),
-      v: v.view(s.offset, s.size, `v:${s.name}`),
-      lrScale: s.group === "gate" ? this.cfg.betaLrMult : 1,
-      weightDecay: s.group === "decay" ? o.weightDecay : 0,
-    }));
-    this.optimizer = await Adamw.create(this.rt, slots, { normOver: [this.grads] });
-    return this.optimizer;
-  }
-
-  /** Records one whole training step on the uploaded batch: clear grads, forward, backward. */
+  /**
+   * Records the gradients of the uploaded batch: clear them (unless `clear: false`, for
+   * micro-batches that add up), reset the memory, forward, backward.
+   */
   recordGrads(rec: Recorder, opts: { clear?: boolean } = {}): void {
     if (opts.clear ?? true) rec.clear(this.grads!);
     this.resetMemory(rec);
     this.recordForward(rec, { backward: true });
     this.recordBackward(rec);
   }
+}
 
-  /** Records the optimizer update (norm, clip, AdamW). */
-  recordUpdate(rec: Recorder, h: AdamwHyper): void {
-    if (!this.optimizer) throw new Error("createOptimizer before recordUpdate");
-    this.optimizer.recordStep(rec, h);
-  }
-
-  /** Reads the optimizer's gradient statistics after submit. */
-  readStats(rec: Recorder): Promise<GradStats> {
-    if (!this.optimizer) throw new Error("createOptimizer before readStats");
-    return this.optimizer.readStats(rec);
-  }
+/**
+ * Whether the target of `row` is the arg-max (greedy) prediction, from `headState` read back
+ * after a forward: exactly when the target's logit reaches the row's running max.
+ */
+export function targetIsArgmax(headState: Float32Array, row: number): boolean {
+  return headState[row * 4 + 2] >= headState[row * 4];
 }
 
 function infiniIndex(cfg: Readonly<ModelConfig>): number {
