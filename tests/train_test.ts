@@ -5,6 +5,7 @@
 import { deepEqual, ok, rejects } from "node:assert/strict";
 import { UserError } from "../src/util/errors.ts";
 import { resolveConfig } from "../src/model/overrides.ts";
+import type { BatchSource } from "../src/data/batch.ts";
 import { PasskeySource, RecallSource } from "../src/tasks/sources.ts";
 import { validate } from "../src/eval/validate.ts";
 import { train, TRAIN_DEFAULTS, type TrainOptions } from "../src/train/trainer.ts";
@@ -202,6 +203,45 @@ gpuTest(
     } finally {
       await Deno.remove(a, { recursive: true });
       await Deno.remove(b, { recursive: true });
+    }
+  },
+);
+
+gpuTest(
+  "train: --eval-every with an empty validation split says so once at the start",
+  async (rt) => {
+    const cfg = resolveConfig(PRESET);
+    const recall = new RecallSource(cfg, 3);
+    // A source with training batches and no validation split (as ShardSource without val shards).
+    const source: BatchSource = {
+      name: "no-val",
+      tokenizer: recall.tokenizer,
+      valBatches: 0,
+      batch: (i, B) => recall.batch(i, B),
+      valBatch: () => {
+        throw new Error("there is no validation batch");
+      },
+      close: () => recall.close(),
+    };
+    const NOTICE = "validation split is empty: --eval-every has nothing to score";
+    const out = await Deno.makeTempDir({ prefix: "infini-noval-" });
+    try {
+      const base = { ...TRAIN_DEFAULTS, out, steps: 2, batch: 2, warmup: 1, logEvery: 1 };
+      for (const evalEvery of [1, 0]) {
+        const lines: string[] = [];
+        const r = await train(rt, cfg, { ...base, evalEvery }, source, {
+          tty: false,
+          info: (l) => lines.push(l),
+        });
+        deepEqual(r.vals, []);
+        deepEqual(
+          lines.filter((l) => l.includes("validation split is empty")),
+          evalEvery ? [NOTICE] : [],
+          lines.join("\n"),
+        );
+      }
+    } finally {
+      await Deno.remove(out, { recursive: true });
     }
   },
 );

@@ -32,7 +32,7 @@ import {
 } from "./checkpoint.ts";
 import type { Batch, BatchSource } from "../data/batch.ts";
 import { InterruptWatcher } from "./interrupt.ts";
-import { fmtDuration, openLog, type StepLog, writePlot } from "./log.ts";
+import { fmtDuration, openLog, readLog, type StepLog, writePlot } from "./log.ts";
 import { Optimizer } from "./optimizer.ts";
 import { lrAt, type TrainOptions } from "./options.ts";
 
@@ -63,7 +63,10 @@ type Start =
   | { kind: "init"; ck: Checkpoint & { dir: string } }
   | { kind: "resume"; ck: TrainingCheckpoint };
 
-/** Reads and checks what the run starts from. */
+/**
+ * Reads and checks what the run starts from, writing nothing: a failed --resume or
+ * --init-from must leave no trace (not even an empty --out folder).
+ */
 async function startFrom(cfg: Readonly<ModelConfig>, o: TrainOptions): Promise<Start> {
   if (o.resume) {
     const ck = await readTrainingCheckpoint(o.out);
@@ -97,7 +100,10 @@ async function startFrom(cfg: Readonly<ModelConfig>, o: TrainOptions): Promise<S
   return { kind: "new" };
 }
 
-/** Runs (or resumes) training. Stops cleanly on SIGINT after saving; a second SIGINT exits. */
+/**
+ * Runs (or resumes) training. Stops cleanly on SIGINT after saving; a second SIGINT exits.
+ * A resumed run that is already at `o.steps` says so and writes nothing.
+ */
 export async function train(
   rt: Runtime,
   cfg: Readonly<ModelConfig>,
@@ -107,7 +113,6 @@ export async function train(
 ): Promise<TrainResult> {
   const B = o.batch, T = cfg.seqLength;
   const ckptDir = `${o.out}/${CHECKPOINT_DIR}`;
-  await Deno.mkdir(o.out, { recursive: true });
   const start = await startFrom(cfg, o);
   const model = await InfiniGemma.create(rt, cfg, { B, T, train: true });
   const optimizer = await Optimizer.create(model, { weightDecay: o.weightDecay });
@@ -132,6 +137,21 @@ export async function train(
     restoreTrainingCheckpoint(model, optimizer, start.ck);
     step = start.ck.step;
     batches = start.ck.batches;
+    if (step >= o.steps) {
+      io.info(
+        `${o.out}: already at step ${step} of ${o.steps}; nothing to do (raise --steps to continue)`,
+      );
+      const logged = await readLog(o.out, step);
+      return {
+        steps: step,
+        finalLoss: logged.steps.at(-1)?.loss ?? NaN,
+        losses: logged.steps,
+        vals: logged.vals,
+        stoppedBy: "done",
+        seconds: 0,
+        model,
+      };
+    }
     io.info(`resumed from ${ckptDir} at step ${step}`);
   } else if (start.kind === "init") {
     model.setParams(start.ck.params);
@@ -139,10 +159,15 @@ export async function train(
   } else {
     model.setParams(initParams(model.table, cfg, o.seed));
   }
+  await Deno.mkdir(o.out, { recursive: true });
   io.info(formatConfig(cfg, "model", model.table.count));
   io.info(
     `training: ${o.steps} steps x ${B} x ${o.accum} sequences of ${T} tokens, lr ${o.lr}, data ${source.name}`,
   );
+
+  if (o.evalEvery > 0 && source.valBatches === 0) {
+    io.info("validation split is empty: --eval-every has nothing to score");
+  }
 
   const log = await openLog(o.out, step);
   const losses: StepLog[] = log.steps, vals: ValLog[] = log.vals;
