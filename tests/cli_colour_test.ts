@@ -100,7 +100,7 @@ if (hasScript) {
       const tty = await onTerminal([...args, ...flags], { NO_COLOR: "1" });
       ok(tty.includes(`\r${ESC}[2K`), `no line redraw on a terminal: ${JSON.stringify(tty)}`);
       ok(!SGR.test(tty), `colour with NO_COLOR: ${JSON.stringify(tty)}`);
-      const text = await piped([...args, ...flags]);
+      const text = await piped([...args, ...flags, "--overwrite"]);
       equal(text.includes(ESC), false, `escape codes in piped output: ${JSON.stringify(text)}`);
     } finally {
       await Deno.remove(out, { recursive: true });

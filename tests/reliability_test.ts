@@ -293,7 +293,8 @@ gpuTest(
       const notes: string[] = [];
       for (const [i, how] of plan.entries()) {
         const resume = resumableDir(out) !== null;
-        const r = train([...flags, "--out", out, ...(resume ? ["--resume"] : [])]);
+        // Without a checkpoint, a fresh start replaces what the kill left (a log, a cut save).
+        const r = train([...flags, "--out", out, resume ? "--resume" : "--overwrite"]);
         const t0 = performance.now();
         if (how === "random") {
           await sleep(1000 * (startSec + trainSec * (0.04 + 0.12 * rng.next())));

@@ -6,8 +6,9 @@ import { paramCount } from "../model/params.ts";
 import type { BatchSource } from "../data/batch.ts";
 import { PasskeySource, RecallSource } from "../tasks/sources.ts";
 import { ShardSource } from "../train/data.ts";
+import { runContents } from "../train/checkpoint.ts";
 import { train, TRAIN_DEFAULTS, type TrainOptions } from "../train/trainer.ts";
-import { UsageError } from "../util/errors.ts";
+import { UsageError, UserError } from "../util/errors.ts";
 import { intFlag, listFlag, numFlag, parseCommand } from "./flags.ts";
 import { SUMMARIES } from "./summaries.ts";
 
@@ -58,6 +59,8 @@ Output:
   --eval-batches N       validation batches (default ${D.evalBatches})
   --save-every N         checkpoint every N steps (default ${D.saveEvery}; always at the end)
   --resume               continue from DIR/checkpoint with identical results
+  --overwrite            start a new run in a DIR that already holds one, removing its
+                         checkpoint and log (without --resume or this, train refuses)
   --init-from CKPT       start from another run's weights (a staged schedule: same model,
                          a longer --set seqLength or segmentLength; fresh optimizer and
                          schedule)
@@ -105,6 +108,7 @@ export async function run(args: string[]): Promise<number> {
       "eval-batches": { type: "string" },
       "save-every": { type: "string" },
       resume: { type: "boolean" },
+      overwrite: { type: "boolean" },
       "stop-after": { type: "string" },
     },
   }, args);
@@ -152,6 +156,9 @@ export async function run(args: string[]): Promise<number> {
   if (o.initFrom && o.resume) {
     throw new UsageError("train: --init-from and --resume exclude each other");
   }
+  if (values.overwrite && o.resume) {
+    throw new UsageError("train: --overwrite and --resume exclude each other");
+  }
   let segments: number[] | undefined;
   if (values.segments !== undefined) {
     if (data !== "passkey") throw new UsageError("train: --segments is for --data passkey");
@@ -160,6 +167,7 @@ export async function run(args: string[]): Promise<number> {
       throw new UsageError(`--segments '${values.segments}': every length must be >= 2 segments`);
     }
   }
+  if (!o.resume && !values.overwrite) await refuseToReplace(o.out);
   const rt = await Runtime.create();
   let source: BatchSource;
   if (data === "passkey") {
@@ -188,4 +196,18 @@ export async function run(args: string[]): Promise<number> {
     rt.destroy();
   }
   return 0;
+}
+
+/**
+ * A new run (no --resume) must not silently replace the run that `out` holds: one line naming
+ * the folder, what is in it and the ways out.
+ */
+async function refuseToReplace(out: string): Promise<void> {
+  const held = await runContents(out);
+  if (!held.checkpoint && !held.log) return;
+  const what = [held.checkpoint, held.log].filter(Boolean).join(", ");
+  const ways = held.checkpoint
+    ? "continue it with --resume, choose another --out, or replace it with --overwrite"
+    : "choose another --out, or replace it with --overwrite";
+  throw new UserError(`${out}: already holds a run (${what}); ${ways}`);
 }

@@ -17,6 +17,7 @@ import type { InfiniGemma } from "../model/model.ts";
 import { readSafetensors, writeSafetensors } from "../model/safetensors.ts";
 import { UserError } from "../util/errors.ts";
 import { exists, writeTextAtomic } from "../util/files.ts";
+import { LOG_FILE } from "./log.ts";
 import type { Moments, Optimizer } from "./optimizer.ts";
 import type { TrainOptions } from "./options.ts";
 
@@ -166,4 +167,33 @@ export function restoreTrainingCheckpoint(
 ): void {
   model.setParams(ck.params);
   optimizer.setMoments(ck.moments);
+}
+
+/**
+ * What of a run `out` holds: its checkpoint (checkpoint/, or checkpoint.old/ after a cut
+ * swap: what --resume continues) and its log.jsonl. Empty for a new or empty folder.
+ */
+export async function runContents(out: string): Promise<{ checkpoint?: string; log?: string }> {
+  const found: { checkpoint?: string; log?: string } = {};
+  for (const d of [CHECKPOINT_DIR, `${CHECKPOINT_DIR}.old`]) {
+    if (await exists(`${out}/${d}`)) {
+      found.checkpoint = `${d}/`;
+      break;
+    }
+  }
+  if (await exists(`${out}/${LOG_FILE}`)) found.log = LOG_FILE;
+  return found;
+}
+
+/**
+ * Removes the training checkpoint of `out` (checkpoint/ and what a cut save leaves beside it):
+ * a new run in the folder replaces the old one's checkpoint along with its log, so that a
+ * later --resume can never continue the old run under the new one's log.
+ */
+export async function removeTrainingCheckpoint(out: string): Promise<void> {
+  for (const d of [CHECKPOINT_DIR, `${CHECKPOINT_DIR}.old`, `${CHECKPOINT_DIR}.tmp`]) {
+    await Deno.remove(`${out}/${d}`, { recursive: true }).catch((e) => {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    });
+  }
 }

@@ -26,6 +26,7 @@ import { validate, type ValLog } from "../eval/validate.ts";
 import {
   CHECKPOINT_DIR,
   readTrainingCheckpoint,
+  removeTrainingCheckpoint,
   restoreTrainingCheckpoint,
   saveTrainingCheckpoint,
   type TrainingCheckpoint,
@@ -102,7 +103,9 @@ async function startFrom(cfg: Readonly<ModelConfig>, o: TrainOptions): Promise<S
 
 /**
  * Runs (or resumes) training. Stops cleanly on SIGINT after saving; a second SIGINT exits.
- * A resumed run that is already at `o.steps` says so and writes nothing.
+ * A new run (not `resume`) replaces whatever run `o.out` held: its log at once, its
+ * checkpoint with its first save. A resumed run that is already at `o.steps` says so and
+ * writes nothing.
  */
 export async function train(
   rt: Runtime,
@@ -160,6 +163,8 @@ export async function train(
     model.setParams(initParams(model.table, cfg, o.seed));
   }
   await Deno.mkdir(o.out, { recursive: true });
+  // A new run's log starts empty (openLog); its checkpoint must not outlive it either.
+  if (start.kind !== "resume") await removeTrainingCheckpoint(o.out);
   io.info(formatConfig(cfg, "model", model.table.count));
   io.info(
     `training: ${o.steps} steps x ${B} x ${o.accum} sequences of ${T} tokens, lr ${o.lr}, data ${source.name}`,
@@ -171,14 +176,18 @@ export async function train(
 
   const log = await openLog(o.out, step);
   const losses: StepLog[] = log.steps, vals: ValLog[] = log.vals;
-  const save = () =>
-    saveTrainingCheckpoint(rt, o.out, model, optimizer, {
+  // Whether out/checkpoint holds this run's state (a new run removed the old one's).
+  let saved = start.kind === "resume";
+  const save = async () => {
+    await saveTrainingCheckpoint(rt, o.out, model, optimizer, {
       config: cfg,
       options: o,
       source,
       step,
       batches,
     });
+    saved = true;
+  };
   let stop = "done" as "done" | "interrupt";
   // Ctrl-C: the first stops after the current step with a checkpoint, the second ends the
   // process at once (exit status 130); both act even while a submit holds this thread.
@@ -212,8 +221,9 @@ export async function train(
           ];
           throw new UserError(
             `step ${p.step}: non-finite ${what.join(" and ")}; ` +
-              `the update was skipped and training stopped; the last good checkpoint is in ${ckptDir} ` +
-              `(try a lower --lr or --clip)`,
+              `the update was skipped and training stopped; ${
+                saved ? `the last good checkpoint is in ${ckptDir}` : "no checkpoint was saved"
+              } (try a lower --lr or --clip)`,
           );
         }
         lastLoss = loss;
