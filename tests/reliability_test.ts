@@ -144,7 +144,7 @@ function errorLine(stderr: string): string {
   return errors[0];
 }
 
-/** What `loadTrainingState` resumes from: checkpoint/, else checkpoint.old/, else nothing. */
+/** What `readTrainingCheckpoint` resumes from: checkpoint/, else checkpoint.old/, else nothing. */
 function resumableDir(out: string): string | null {
   if (exists(`${out}/checkpoint`)) return `${out}/checkpoint`;
   if (exists(`${out}/checkpoint.old`)) return `${out}/checkpoint.old`;
