@@ -6,13 +6,14 @@
  * time per token flat within 10%. Prints a table and writes JSON.
  *
  *   deno task bench:eval [--presets tiny] [--lengths 8192,65536,1048576] [--chunk 16]
- *                        [--out out/bench_eval.json]
+ *                        [--out out/bench_eval.json] [--limit NAME=BYTES ...]
  */
 import { cellSamples } from "../src/tasks/passkey.ts";
 import { Streamer } from "../src/eval/stream.ts";
 import { Runtime } from "../src/gpu/runtime.ts";
 import { resolveConfig } from "../src/model/overrides.ts";
 import { initParams, paramTable } from "../src/model/params.ts";
+import { LIMIT_OPTION, limitFlags } from "../src/cli/flags.ts";
 import { benchArgs, printTable, writeJson } from "./_util.ts";
 
 const values = benchArgs(import.meta.url, {
@@ -20,10 +21,11 @@ const values = benchArgs(import.meta.url, {
   lengths: { type: "string", default: "8192,65536,1048576" },
   chunk: { type: "string", default: "16" },
   out: { type: "string", default: "out/bench_eval.json" },
+  ...LIMIT_OPTION,
 });
 const lengths = values.lengths.split(",").map(Number);
 const chunk = Number(values.chunk);
-const rt = await Runtime.create();
+const rt = await Runtime.create({ limits: limitFlags(values.limit) });
 console.log(`adapter: ${rt.describe()}`);
 
 const rows: Record<string, string | number>[] = [];

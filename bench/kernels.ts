@@ -5,6 +5,7 @@
  * tokens so a run stays within minutes on a CPU). Prints a table and writes JSON.
  *
  *   deno task bench:kernels [--only matmul|others] [--out out/bench_kernels.json] [--quick]
+ *                           [--limit NAME=BYTES ...]
  */
 import { Runtime } from "../src/gpu/runtime.ts";
 import { type Layout, Matmul, type MatmulVariant } from "../src/ops/matmul.ts";
@@ -18,6 +19,7 @@ import { Rope } from "../src/ops/rope.ts";
 import { Xent } from "../src/ops/xent.ts";
 import type { Recorder, Tensor } from "../src/gpu/runtime.ts";
 import { Rng } from "../src/util/rng.ts";
+import { LIMIT_OPTION, limitFlags } from "../src/cli/flags.ts";
 import { benchArgs, printTable, timeGpu, writeJson } from "./_util.ts";
 
 const values = benchArgs(import.meta.url, {
@@ -26,6 +28,7 @@ const values = benchArgs(import.meta.url, {
   quick: { type: "boolean" },
   variant: { type: "string" },
   shapes: { type: "string", default: "mini,seed-2b" },
+  ...LIMIT_OPTION,
 });
 
 interface ModelShape {
@@ -58,7 +61,7 @@ const ALL_SHAPES: ModelShape[] = [
 ];
 const SHAPES = ALL_SHAPES.filter((s) => values.shapes.split(",").includes(s.name));
 
-const rt = await Runtime.create();
+const rt = await Runtime.create({ limits: limitFlags(values.limit) });
 console.log(`adapter: ${rt.describe()}`);
 const rng = new Rng(1);
 const results: Record<string, unknown>[] = [];

@@ -15,6 +15,7 @@
  *
  *   deno task bench:train [--steps 4] [--rounds 5] [--presets tiny,mini] [--batch B]
  *                         [--set key=value ...] [--profile] [--out out/bench_train.json]
+ *                         [--limit NAME=BYTES ...]
  */
 import { Runtime } from "../src/gpu/runtime.ts";
 import type { ModelConfig } from "../src/model/config.ts";
@@ -25,6 +26,7 @@ import { Matmul } from "../src/ops/matmul.ts";
 import { Optimizer } from "../src/train/optimizer.ts";
 import { Rng } from "../src/util/rng.ts";
 import type { Params, Pipeline, Recorder } from "../src/gpu/runtime.ts";
+import { LIMIT_OPTION, limitFlags } from "../src/cli/flags.ts";
 import { benchArgs, printTable, timeGpu, writeJson } from "./_util.ts";
 
 const values = benchArgs(import.meta.url, {
@@ -35,6 +37,7 @@ const values = benchArgs(import.meta.url, {
   set: { type: "string", multiple: true },
   profile: { type: "boolean" },
   out: { type: "string", default: "out/bench_train.json" },
+  ...LIMIT_OPTION,
 });
 const STEPS = Number(values.steps);
 const ROUNDS = Number(values.rounds);
@@ -44,7 +47,7 @@ for (const [flag, v] of [["steps", STEPS], ["rounds", ROUNDS]] as const) {
     Deno.exit(2);
   }
 }
-const rt = await Runtime.create();
+const rt = await Runtime.create({ limits: limitFlags(values.limit) });
 console.log(`adapter: ${rt.describe()}`);
 
 /** Matmul FLOPs of one training step (forward + backward = 3x forward), attention included. */

@@ -22,7 +22,14 @@ import {
 import { PasskeySource, RecallSource } from "../tasks/sources.ts";
 import { fmtDuration, train, TRAIN_DEFAULTS, type TrainOptions } from "../train/trainer.ts";
 import { writeFileAtomic } from "../util/files.ts";
-import { choiceFlag, intFlag, parseCommand } from "./flags.ts";
+import {
+  choiceFlag,
+  intFlag,
+  LIMIT_HELP,
+  LIMIT_OPTION,
+  limitFlags,
+  parseCommand,
+} from "./flags.ts";
 import { passkeyHeatMap, passkeyTable } from "./eval.ts";
 import { SUMMARIES } from "./summaries.ts";
 
@@ -51,6 +58,7 @@ Options:
   --steps N        training steps (default: recall ${DEMO_TASKS.recall.train.steps}, passkey ${DEMO_TASKS.passkey.train.steps})
   --trials N       held-out samples per cell (default: recall ${DEMO_TASKS.recall.trials}, passkey ${DEMO_TASKS.passkey.trials} per depth)
   --seed N         seed of initialisation, data and evaluation (default 1)
+${LIMIT_HELP}
   -h, --help       this help
 
 Examples:
@@ -67,6 +75,7 @@ export async function run(args: string[]): Promise<number> {
       steps: { type: "string" },
       trials: { type: "string" },
       seed: { type: "string" },
+      ...LIMIT_OPTION,
     },
   }, args);
   if (!parsed) return 0;
@@ -85,7 +94,7 @@ export async function run(args: string[]): Promise<number> {
   const say = (line: string) =>
     Deno.stderr.writeSync(enc.encode(line.startsWith("\r") ? line : line + "\n"));
   const t0 = performance.now();
-  const rt = await Runtime.create();
+  const rt = await Runtime.create({ limits: limitFlags(values.limit) });
   say(`demo: ${rt.describe()}`);
   say(
     `demo: 1/2 training on the ${taskName} task (${steps} steps of ${o.batch} x ${cfg.seqLength} bytes)`,

@@ -9,7 +9,15 @@ import { ShardSource } from "../train/data.ts";
 import { runContents } from "../train/checkpoint.ts";
 import { train, TRAIN_DEFAULTS, type TrainOptions } from "../train/trainer.ts";
 import { UsageError, UserError } from "../util/errors.ts";
-import { intFlag, listFlag, numFlag, parseCommand } from "./flags.ts";
+import {
+  intFlag,
+  LIMIT_HELP,
+  LIMIT_OPTION,
+  limitFlags,
+  listFlag,
+  numFlag,
+  parseCommand,
+} from "./flags.ts";
 import { SUMMARIES } from "./summaries.ts";
 
 const D = TRAIN_DEFAULTS;
@@ -65,6 +73,7 @@ Output:
                          a longer --set seqLength or segmentLength; fresh optimizer and
                          schedule)
   --stop-after N         stop after step N with a checkpoint (resume later with --resume)
+${LIMIT_HELP}
   -h, --help             this help
 
 Ctrl-C saves a checkpoint and stops; a second Ctrl-C quits at once.
@@ -110,6 +119,7 @@ export async function run(args: string[]): Promise<number> {
       resume: { type: "boolean" },
       overwrite: { type: "boolean" },
       "stop-after": { type: "string" },
+      ...LIMIT_OPTION,
     },
   }, args);
   if (!parsed) return 0;
@@ -168,7 +178,7 @@ export async function run(args: string[]): Promise<number> {
     }
   }
   if (!o.resume && !values.overwrite) await refuseToReplace(o.out);
-  const rt = await Runtime.create();
+  const rt = await Runtime.create({ limits: limitFlags(values.limit) });
   let source: BatchSource;
   if (data === "passkey") {
     source = new PasskeySource(cfg, o.seed, {
