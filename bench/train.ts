@@ -157,7 +157,7 @@ async function stepper(cfg: ModelConfig, B: number) {
       });
       return table;
     },
-    free: () => rt.free(model.params),
+    free: () => model.params.free(rt),
   };
 }
 

@@ -245,7 +245,7 @@ for (const c of GRAD_CASES) {
       const [lossP, nllP, gradsP] = [
         rec.read(model.loss),
         rec.read(model.nll),
-        rec.read(model.grads!),
+        model.grads!.read(rec),
       ];
       rt.submit(rec);
 

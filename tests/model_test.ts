@@ -48,7 +48,7 @@ for (const rule of ["linear", "delta"] as const) {
       const [loss, nll, grads] = [
         rec.read(model.loss),
         rec.read(model.nll),
-        rec.read(model.grads!),
+        model.grads!.read(rec),
       ];
       rt.submit(rec);
       const want = expected.cases[rule];

@@ -30,7 +30,17 @@ import { RmsNorm } from "../ops/rmsnorm.ts";
 import { Rope } from "../ops/rope.ts";
 import { Xent } from "../ops/xent.ts";
 import { isInfiniLayer, type ModelConfig } from "./config.ts";
-import { EMBED, FINAL_NORM, layerNames, type ParamTable, paramTable } from "./params.ts";
+import { type RowBlocks, rowChunks } from "../ops/row_blocks.ts";
+import { ParamBuffers } from "./param_buffers.ts";
+import {
+  EMBED,
+  FINAL_NORM,
+  layerNames,
+  type PageLayout,
+  pageLayout,
+  type ParamTable,
+  paramTable,
+} from "./params.ts";
 import { IGNORE_TARGET as IGNORE } from "../util/targets.ts";
 
 /** Gate modes of the memory path: learned, memory off (g = 0), memory read zeroed. */
@@ -113,10 +123,12 @@ export class InfiniGemma {
   readonly table: ParamTable;
   readonly rows: number;
   readonly nS: number;
-  /** All parameters, laid out as `table` says (one buffer). */
-  readonly params: Tensor;
-  /** Gradients in the same layout (train only). */
-  readonly grads: Tensor | null;
+  /** How the table is cut into buffers (pages) within the adapter's maxBufferSize. */
+  readonly layout: PageLayout;
+  /** All parameters, in the table's flat layout cut into the layout's pages. */
+  readonly params: ParamBuffers;
+  /** Gradients, paged like the parameters (train only). */
+  readonly grads: ParamBuffers | null;
   /** Loss of the last forward (1 element): scale * sum of weighted NLL. */
   readonly loss: Tensor;
   /** Per-row NLL of the last forward (rows). */
@@ -179,15 +191,16 @@ export class InfiniGemma {
       dMin: Tensor | null;
       dzin: Tensor | null;
     },
-    private readonly w: { embed: Tensor; finalNorm: Tensor; layers: LayerWeights[] },
-    private readonly gw: { embed: Tensor; finalNorm: Tensor; layers: LayerWeights[] } | null,
+    private readonly w: { embed: RowBlocks; finalNorm: Tensor; layers: LayerWeights[] },
+    private readonly gw: { embed: RowBlocks; finalNorm: Tensor; layers: LayerWeights[] } | null,
     table: ParamTable,
-    params: Tensor,
-    grads: Tensor | null,
+    params: ParamBuffers,
+    grads: ParamBuffers | null,
     loss: Tensor,
     nll: Tensor,
   ) {
     this.table = table;
+    this.layout = params.layout;
     this.rows = opts.B * opts.T;
     this.nS = opts.decodeFor ? 1 : opts.T / cfg.segmentLength;
     this.params = params;
@@ -220,6 +233,14 @@ export class InfiniGemma {
     const D = cfg.headDim, V = cfg.vocabSize, L = cfg.numLayers;
     const rows = B * T, nS = dec ? 1 : T / S;
     const table = paramTable(cfg);
+    const share = opts.share ?? dec;
+    if (share && (share.table.total !== table.total || (train && !share.grads))) {
+      throw new Error("share: the shared model has another config or no gradients");
+    }
+    // Parameters and gradients in pages of at most maxBufferSize (one page when they fit);
+    // the embedding may span several pages, as row blocks, every other tensor lies in one.
+    const layout = share ? share.layout : pageLayout(table, rt.limits.maxBufferSize);
+    const embedRows = layout.blocks(EMBED).map((b) => b.rows);
     const anyInfini = Array.from({ length: L }, (_, l) => isInfiniLayer(cfg, l)).some(Boolean);
     const mm = await Matmul.create(rt);
     const [norm, rope, attn, mem, geglu, emb, xent, add] = await Promise.all([
@@ -229,23 +250,18 @@ export class InfiniGemma {
       anyInfini ? InfiniMemory.create(rt, D, cfg.memoryUpdate) : Promise.resolve(null),
       GeGLU.create(rt),
       Embedding.create(rt),
-      Xent.create(rt, { maxRows: rows, V, C, mm }),
+      Xent.create(rt, { maxRows: rows, V, C, mm, blockRows: embedRows }),
       Add.create(rt),
     ]);
 
-    const share = opts.share ?? dec;
-    if (share && (share.table.total !== table.total || (train && !share.grads))) {
-      throw new Error("share: the shared model has another config or no gradients");
-    }
-    const params = share ? share.params : rt.tensor("params", table.total);
-    const grads = train ? (share ? share.grads! : rt.tensor("grads", table.total)) : null;
-    const views = (buf: Tensor, tag: string) => {
-      const v = (name: string) => {
-        const s = table.get(name);
-        return buf.view(s.offset, s.size, `${tag}:${name}`);
-      };
+    const params = share ? share.params : ParamBuffers.create(rt, layout, "params");
+    const grads = train
+      ? (share ? share.grads! : ParamBuffers.create(rt, layout, "grads"))
+      : null;
+    const views = (buf: ParamBuffers, tag: string) => {
+      const v = (name: string) => buf.view(name, tag);
       return {
-        embed: v(EMBED),
+        embed: buf.rowBlocks(EMBED, tag),
         finalNorm: v(FINAL_NORM),
         layers: Array.from({ length: L }, (_, l): LayerWeights => {
           const n = layerNames(l);
@@ -393,23 +409,33 @@ export class InfiniGemma {
     return this.k.xent.state;
   }
 
-  /** Uploads all parameters (flat, in table layout). */
+  /**
+   * Uploads all parameters (flat, in table layout: small models and tests; checkpoints stream
+   * tensor by tensor through `params.write`).
+   */
   setParams(flat: Float32Array): void {
     if (flat.length !== this.table.total) {
       throw new RangeError(`params: ${flat.length} values, the model has ${this.table.total}`);
     }
-    this.rt.write(this.params, flat);
+    this.params.write(this.rt, flat);
   }
 
   /** Reads all parameters back (flat, in table layout). */
   readParams(): Promise<Float32Array> {
-    return this.rt.read(this.params);
+    return this.#readAll(this.params);
   }
 
   /** Reads all gradients back (train only). */
   readGrads(): Promise<Float32Array> {
     if (!this.grads) throw new Error("model was created without gradients");
-    return this.rt.read(this.grads);
+    return this.#readAll(this.grads);
+  }
+
+  #readAll(bufs: ParamBuffers): Promise<Float32Array> {
+    const rec = this.rt.record("read");
+    const out = bufs.read(rec);
+    this.rt.submit(rec);
+    return out;
   }
 
   /**
@@ -786,7 +812,8 @@ export class InfiniGemma {
   /**
    * Records the logits of one row of the last forward, xf[row] E^T (V values), into a tensor
    * it returns (reused by the next call). Generation samples from them; the vocabulary is cut
-   * into chunks whose embedding slice fits one storage binding.
+   * into chunks whose embedding slice fits one storage binding (and one buffer: a chunk never
+   * spans two row blocks of E).
    */
   recordLogits(rec: Recorder, row: number): Tensor {
     const { cfg, rt, b, w } = this;
@@ -801,9 +828,8 @@ export class InfiniGemma {
     }
     const { row: x, out, chunk } = this.#logits;
     rec.copy(b.xf.view(row * C, C), x);
-    for (let v0 = 0; v0 < V; v0 += chunk) {
-      const n = Math.min(chunk, V - v0);
-      this.k.mm.forward(rec, out.view(v0, n), x, w.embed.view(v0 * C, n * C), 1, n, C);
+    for (const e of rowChunks(w.embed, C, chunk)) {
+      this.k.mm.forward(rec, out.view(e.row0, e.rows), x, e.tensor, 1, e.rows, C);
     }
     return out;
   }
@@ -829,7 +855,7 @@ export class InfiniGemma {
    * micro-batches that add up), reset the memory, forward, backward.
    */
   recordGrads(rec: Recorder, opts: { clear?: boolean } = {}): void {
-    if (opts.clear ?? true) rec.clear(this.grads!);
+    if (opts.clear ?? true) this.grads!.clear(rec);
     this.resetMemory(rec);
     this.recordForward(rec, { backward: true });
     this.recordBackward(rec);

@@ -6,6 +6,9 @@
  * Order follows the forward pass: embedding, then per layer input norm, q/k/v/o projections,
  * gate (Infini layers only), post-attention norm, MLP gate/up/down; then the final norm.
  *
+ * On the GPU the flat array is cut into pages, one buffer each, by {@link pageLayout}: no
+ * buffer exceeds the adapter's maxBufferSize, and a page is a window of this flat layout.
+ *
  * @example
  * ```ts
  * const table = paramTable(preset("tiny"));
@@ -15,6 +18,7 @@
  * ```
  */
 import { isInfiniLayer, type ModelConfig } from "./config.ts";
+import { ROW_BLOCK_ALIGN } from "../ops/row_blocks.ts";
 import { Rng } from "../util/rng.ts";
 
 /**
@@ -55,6 +59,111 @@ export interface ParamTable {
   get(name: string): ParamSpec;
   /** Whether a tensor of that name exists. */
   has(name: string): boolean;
+}
+
+/**
+ * Where a tensor lives in a {@link PageLayout}: rows [row0, row0 + rows) of its first axis
+ * (the whole tensor when it is one block) at element `offset` of page `page`.
+ */
+export interface TensorBlock {
+  readonly page: number;
+  /** Offset in elements inside the page; a multiple of {@link PARAM_ALIGN}. */
+  readonly offset: number;
+  readonly row0: number;
+  readonly rows: number;
+  /** Elements of the block: rows times the row length (product of the other axes). */
+  readonly size: number;
+}
+
+/**
+ * The parameter table cut into pages, each of which becomes one GPU buffer of at most the
+ * adapter's maxBufferSize; gradients and the AdamW moments are paged identically, so a slot
+ * is (page i, offset o) in all four.
+ *
+ * Rule: the pages are consecutive windows [start, start + length) of the table's flat layout
+ * (page i + 1 starts where page i ends), so concatenating them gives the flat array back, and
+ * every offset inside a page stays a multiple of {@link PARAM_ALIGN} (256 bytes:
+ * minStorageBufferOffsetAlignment is at most 256 on every adapter). Tensors are taken in
+ * table order; a tensor that does not fit in the rest of the current page starts a new one;
+ * a tensor larger than a whole page (the tied embedding of a large vocabulary) is cut into
+ * blocks of whole rows of its first axis, starting at multiples of ROW_BLOCK_ALIGN (64) rows:
+ * it first fills what the current page has left, then whole pages, and its last block shares
+ * its page with the tensors after it. With everything within one buffer there is one page,
+ * the flat layout itself.
+ */
+export interface PageLayout {
+  readonly table: ParamTable;
+  /** Most elements a page may hold (maxBufferSize / 4, rounded down to PARAM_ALIGN). */
+  readonly pageElements: number;
+  /** The pages as windows of the flat layout, in order; they tile [0, table.total). */
+  readonly pages: readonly { readonly start: number; readonly length: number }[];
+  /** The blocks of a tensor, in row order (one unless it is larger than a page). */
+  blocks(name: string): readonly TensorBlock[];
+}
+
+/** Lays the table out in pages of at most `maxBufferBytes` bytes (see {@link PageLayout}). */
+export function pageLayout(table: ParamTable, maxBufferBytes: number): PageLayout {
+  const cap = Math.floor(maxBufferBytes / 4 / PARAM_ALIGN) * PARAM_ALIGN;
+  if (!(cap >= PARAM_ALIGN)) {
+    throw new RangeError(`page layout: maxBufferSize ${maxBufferBytes} is below 256 bytes`);
+  }
+  const pages: { start: number; length: number }[] = [];
+  const blocks = new Map<string, TensorBlock[]>();
+  // The open page: flat window [start, end).
+  let start = 0, end = 0;
+  const open = (at: number) => {
+    if (end > start) pages.push({ start, length: end - start });
+    start = end = at;
+  };
+  const place = (flat: number, row0: number, rows: number, size: number, padded: number) => {
+    end = flat + padded;
+    return { page: pages.length, offset: flat - start, row0, rows, size };
+  };
+  for (const s of table.specs) {
+    const padded = Math.ceil(s.size / PARAM_ALIGN) * PARAM_ALIGN;
+    const R = s.shape[0] ?? 1, rowLen = s.size / R;
+    if (s.offset + padded - start > cap && padded <= cap) open(s.offset);
+    if (s.offset + padded - start <= cap) {
+      blocks.set(s.name, [place(s.offset, 0, R, s.size, padded)]);
+      continue;
+    }
+    // Larger than a page: blocks of whole rows, each a multiple of ROW_BLOCK_ALIGN rows but
+    // the last.
+    const rowsIn = (room: number) => Math.floor(room / rowLen / ROW_BLOCK_ALIGN) * ROW_BLOCK_ALIGN;
+    if (rowsIn(cap) === 0) {
+      throw new RangeError(
+        `page layout: ${ROW_BLOCK_ALIGN} rows of ${s.name} [${s.shape}] (${
+          4 * ROW_BLOCK_ALIGN * rowLen
+        } bytes) exceed maxBufferSize ${maxBufferBytes}`,
+      );
+    }
+    const list: TensorBlock[] = [];
+    let r = 0;
+    while (r < R) {
+      let n = Math.min(R - r, rowsIn(cap - (s.offset + r * rowLen - start)));
+      if (n === 0) {
+        open(s.offset + r * rowLen);
+        n = Math.min(R - r, rowsIn(cap));
+      }
+      const last = r + n === R;
+      list.push(
+        place(s.offset + r * rowLen, r, n, n * rowLen, last ? padded - r * rowLen : n * rowLen),
+      );
+      r += n;
+    }
+    blocks.set(s.name, list);
+  }
+  open(end);
+  return {
+    table,
+    pageElements: cap,
+    pages,
+    blocks(name: string) {
+      const b = blocks.get(name);
+      if (!b) throw new Error(`no parameter named '${name}' in this model`);
+      return b;
+    },
+  };
 }
 
 /** Names of one layer's tensors, shared by the table, the reference model and the GPU model. */

@@ -11,6 +11,9 @@
  * Large vocabularies: E may exceed the 128 MiB storage-binding cap (V 151936 x C 2048 f32 is
  * 1.24 GB), so both passes bind E in vocabulary chunks of at most `maxChunkBytes` (views whose
  * byte offsets are multiples of 256), one dispatch per chunk that holds a token of the batch.
+ * E (and dE) may also exceed one buffer: then it comes as row blocks, each in its own buffer
+ * (src/ops/row_blocks.ts), and each block is cut into such chunks; a chunk never spans two
+ * blocks. A single tensor is one block, chunked exactly as before.
  *
  * @example
  * ```ts
@@ -30,6 +33,7 @@ import {
   type Runtime,
   type Tensor,
 } from "../gpu/runtime.ts";
+import { asRowBlocks, type RowBlocks, rowChunks } from "./row_blocks.ts";
 
 export const embeddingKernel: Kernel = { name: "kernels/embedding.wgsl", source: src };
 
@@ -58,8 +62,8 @@ export interface EmbeddingOptions {
 export interface EmbeddingForwardArgs {
   /** Output (rows, C). */
   x: Tensor;
-  /** E (V, C); its byte offset must be a multiple of 256. */
-  weight: Tensor;
+  /** E (V, C), or its row blocks; byte offsets must be multiples of 256. */
+  weight: Tensor | RowBlocks;
   /** The uploaded TokenIndex.data, u32 (3 rows + 1). */
   index: Tensor;
   /** The same TokenIndex on the host. */
@@ -69,8 +73,11 @@ export interface EmbeddingForwardArgs {
 }
 
 export interface EmbeddingBackwardArgs {
-  /** dE (V, C), accumulated into (the tied LM head adds to it too); offset a multiple of 256. */
-  dWeight: Tensor;
+  /**
+   * dE (V, C) or its row blocks, accumulated into (the tied LM head adds to it too); offsets
+   * multiples of 256.
+   */
+  dWeight: Tensor | RowBlocks;
   /** Gradient of the embedding output (rows, C). */
   dx: Tensor;
   index: Tensor;
@@ -135,8 +142,16 @@ export class Embedding {
 
   /** The vocabulary chunks [v0, v0 + count) bound one at a time for an E of (V, C). */
   chunks(V: number, C: number): { v0: number; count: number }[] {
+    const per = this.#perChunk(V, C);
+    const out = [];
+    for (let v0 = 0; v0 < V; v0 += per) out.push({ v0, count: Math.min(per, V - v0) });
+    return out;
+  }
+
+  /** Rows of E per chunk: all V when they fit one chunk. */
+  #perChunk(V: number, C: number): number {
     const rowBytes = C * 4;
-    if (V * rowBytes <= this.maxChunkBytes) return [{ v0: 0, count: V }];
+    if (V * rowBytes <= this.maxChunkBytes) return V;
     // Chunk starts v0 * C * 4 bytes in must be multiples of 256: v0 a multiple of 64 / gcd(C, 64).
     const align = 64 / gcd(C, 64);
     const per = Math.floor(Math.floor(this.maxChunkBytes / rowBytes) / align) * align;
@@ -145,27 +160,25 @@ export class Embedding {
         `Embedding: one aligned chunk of ${align} rows of C ${C} exceeds ${this.maxChunkBytes} bytes`,
       );
     }
-    const out = [];
-    for (let v0 = 0; v0 < V; v0 += per) out.push({ v0, count: Math.min(per, V - v0) });
-    return out;
+    return per;
   }
 
   /** Records x (rows, C) = sqrt(C) * E[token, :]: one dispatch per chunk holding a token. */
   recordForward(rec: Recorder, a: EmbeddingForwardArgs): void {
-    this.#check(a.weight, a.x, a.index, a.host, a.V, a.C, "forward");
-    this.#dispatchChunks(rec, true, a.weight, a.x, a.index, a.host, a.V, a.C);
+    const table = this.#check(a.weight, a.x, a.index, a.host, a.V, a.C, "forward");
+    this.#dispatchChunks(rec, true, table, a.x, a.index, a.host, a.V, a.C);
   }
 
   /** Records dE (V, C) += sqrt(C) * sum of dx rows per token, deterministic. */
   recordBackward(rec: Recorder, a: EmbeddingBackwardArgs): void {
-    this.#check(a.dWeight, a.dx, a.index, a.host, a.V, a.C, "backward");
-    this.#dispatchChunks(rec, false, a.dWeight, a.dx, a.index, a.host, a.V, a.C);
+    const table = this.#check(a.dWeight, a.dx, a.index, a.host, a.V, a.C, "backward");
+    this.#dispatchChunks(rec, false, table, a.dx, a.index, a.host, a.V, a.C);
   }
 
   #dispatchChunks(
     rec: Recorder,
     forward: boolean,
-    table: Tensor,
+    table: RowBlocks,
     rowsTensor: Tensor,
     index: Tensor,
     host: TokenIndex,
@@ -177,7 +190,7 @@ export class Embedding {
     // The cap counts nested loop entries too: measured, a run of ~21.8k occurrences (3 x 21.8k
     // = 65.5k) is where the forward stopped; 16384 per dispatch x ceil(C / 64) stays below.
     const R = this.maxRun ?? Math.floor(16384 / Math.ceil(C / 64));
-    for (const { v0, count } of this.chunks(V, C)) {
+    for (const { tensor, row0: v0, rows: count } of rowChunks(table, C, this.#perChunk(V, C))) {
       const d0 = lowerBound(ds, v0), d1 = lowerBound(ds, v0 + count);
       const n = d1 - d0;
       if (n === 0) continue;
@@ -186,7 +199,7 @@ export class Embedding {
         longest = Math.max(longest, host.data[rows + d + 1] - host.data[rows + d]);
       }
       const gx = Math.min(n, MAX_GROUPS), gy = Math.ceil(n / gx);
-      const chunk = table.view(v0 * C, count * C); // (count, C), 256-byte aligned
+      const chunk = tensor; // (count, C), 256-byte aligned
       for (let piece = 0; piece * R < longest; piece++) {
         const params = new Params(9).u32(rows).u32(C).u32(v0).u32(d0).u32(n).u32(gx)
           .f32(scale).u32(piece * R).u32(R);
@@ -197,20 +210,22 @@ export class Embedding {
   }
 
   #check(
-    table: Tensor,
+    weight: Tensor | RowBlocks,
     rowsTensor: Tensor,
     index: Tensor,
     host: TokenIndex,
     V: number,
     C: number,
     what: string,
-  ): void {
+  ): RowBlocks {
     const rows = host.rows;
-    if (table.length < V * C) {
-      throw new RangeError(`Embedding ${what}: ${table.label} has ${table.length} < V*C ${V * C}`);
-    }
-    if (table.offset % 256 !== 0) {
-      throw new RangeError(`Embedding ${what}: ${table.label} must start on a 256-byte boundary`);
+    const table = asRowBlocks(weight, V, C, `Embedding ${what}`);
+    for (const { tensor } of table) {
+      if (tensor.offset % 256 !== 0) {
+        throw new RangeError(
+          `Embedding ${what}: ${tensor.label} must start on a 256-byte boundary`,
+        );
+      }
     }
     if (rowsTensor.length < rows * C) {
       throw new RangeError(
@@ -228,6 +243,7 @@ export class Embedding {
     if (nd > 0 && host.distinct[nd - 1] >= V) {
       throw new RangeError(`Embedding ${what}: token ${host.distinct[nd - 1]} >= vocabulary ${V}`);
     }
+    return table;
   }
 }
 

@@ -6,6 +6,12 @@
  * row runs across the chunks, and the backward pass walks the chunks again (last chunk first,
  * reusing the logits still in scratch) to form dlogits in place and feed the two matmuls.
  *
+ * E larger than one buffer: E and dE may come as row blocks, each in its own buffer
+ * (src/ops/row_blocks.ts); `create` takes the blocks' row counts (`blockRows`) and each block
+ * is cut into chunks of at most Vc rows, so a chunk never spans two buffers. The online
+ * log-sum-exp then runs across more, shorter chunks (the same values summed in another
+ * order: equal up to f32 rounding); with one block the chunks are exactly those of one tensor.
+ *
  * @example
  * ```ts
  * const xent = await Xent.create(rt, { maxRows: rows, V, C });
@@ -28,6 +34,7 @@ import {
   type Tensor,
 } from "../gpu/runtime.ts";
 import { Add } from "./add.ts";
+import { asRowBlocks, type RowBlocks } from "./row_blocks.ts";
 import { Matmul } from "./matmul.ts";
 
 export const xentKernel: Kernel = { name: "kernels/xent.wgsl", source: src };
@@ -51,8 +58,11 @@ export interface XentPlan {
 export interface XentArgs {
   /** Final-norm output, (rows, C). */
   x: Tensor;
-  /** Tied embedding, (V, C); offset a multiple of 256 bytes when V needs several chunks. */
-  E: Tensor;
+  /**
+   * Tied embedding, (V, C), or its row blocks (the `blockRows` of `create`); offsets multiples
+   * of 256 bytes when V needs several chunks.
+   */
+  E: Tensor | RowBlocks;
   /**
    * Target ids, (rows) u32; IGNORE_TARGET rows (src/util/targets.ts) take no part; ids >= V
    * give a NaN loss.
@@ -75,8 +85,11 @@ export interface XentArgs {
 export interface XentTrainArgs extends XentArgs {
   /** Gradient of the loss with respect to x, (rows, C): overwritten. */
   dx: Tensor;
-  /** Gradient of the embedding, (V, C): ACCUMULATED (the embedding lookup adds to it too). */
-  dE: Tensor;
+  /**
+   * Gradient of the embedding, (V, C), blocked like E: ACCUMULATED (the embedding lookup adds
+   * to it too).
+   */
+  dE: Tensor | RowBlocks;
 }
 
 const KINDS = ["uniform", "rw", "read", "read", "rw", "rw", "rw"] as const;
@@ -119,6 +132,10 @@ export class Xent {
      * adapters (258, the byte vocabulary, otherwise took the scalar kernel for the backward).
      */
     private readonly pad: { E: Tensor; dE: Tensor; add: Add } | null,
+    /** Rows of each block of E (one block: [V]). */
+    readonly blockRows: readonly number[],
+    /** The chunks in vocabulary order: rows [r0, r0 + n) of block `block`, tokens v0.. */
+    private readonly chunkList: readonly XentChunk[],
   ) {}
 
   /**
@@ -195,9 +212,16 @@ export class Xent {
       scratch?: Tensor;
       mm?: Matmul;
       rows?: boolean;
+      /**
+       * E and dE come as row blocks of these many rows (src/ops/row_blocks.ts: every block but
+       * the last a multiple of 64 rows); default one block of V.
+       */
+      blockRows?: readonly number[];
     },
   ): Promise<Xent> {
     const plan = Xent.plan(rt.limits.maxStorageBufferBindingSize, o.maxRows, o.V, o.C, o.chunk);
+    const blockRows = o.blockRows ?? [o.V];
+    const chunkList = xentChunks(plan.chunk, blockRows, o.V);
     const rows = o.rows ?? rt.profile === "cpu";
     const [mm, lse, lseRows, finish, dlogits] = await Promise.all([
       o.mm ?? Matmul.create(rt),
@@ -215,13 +239,28 @@ export class Xent {
     const state = rt.tensor("xent.state", 4 * o.maxRows);
     const nll = rt.tensor("xent.nll", o.maxRows);
     const pipes = { lse, lseRows, finish, dlogits };
-    const last = o.V - (plan.chunks - 1) * plan.chunk;
+    // Only the last chunk can have a length that is not a multiple of 4 (xentChunks).
+    const last = chunkList[chunkList.length - 1].n;
     const pad = last % 4 === 0 ? null : {
       E: rt.tensor("xent.padE", round4(last) * o.C), // zero-initialised; rows past `last` stay 0
       dE: rt.tensor("xent.paddE", round4(last) * o.C),
       add: await Add.create(rt),
     };
-    return new Xent(plan, o.maxRows, o.V, o.C, mm, pipes, logits, state, nll, !o.scratch, pad);
+    return new Xent(
+      plan,
+      o.maxRows,
+      o.V,
+      o.C,
+      mm,
+      pipes,
+      logits,
+      state,
+      nll,
+      !o.scratch,
+      pad,
+      blockRows,
+      chunkList,
+    );
   }
 
   /** Releases the buffers this op allocated (not a caller-supplied scratch). */
@@ -235,7 +274,7 @@ export class Xent {
   /** Records the loss and per-row NLL (evaluation): V/Vc matmuls, V/Vc + 1 small dispatches. */
   recordForward(rec: Recorder, a: XentArgs): void {
     const rows = this.#check(a);
-    this.#forward(rec, a, rows);
+    this.#forward(rec, a, this.#blocks(a.E, "E"), rows);
   }
 
   /**
@@ -244,26 +283,23 @@ export class Xent {
    */
   recordForwardBackward(rec: Recorder, a: XentTrainArgs): void {
     const rows = this.#check(a);
-    const { C, V } = this;
+    const { C } = this;
     need(a.dx, rows * C, "dx");
-    need(a.dE, V * C, "dE");
     if (rows > MAX_REDUCTION && a.x.offset % 256 !== 0) {
       throw new RangeError(`xent: x ${a.x.label} must start at a multiple of 256 bytes`);
     }
-    if (this.plan.chunks > 1 && a.dE.offset % 256 !== 0) {
-      throw new RangeError(`xent: dE ${a.dE.label} must start at a multiple of 256 bytes`);
-    }
-    this.#forward(rec, a, rows);
-    const { chunk, chunks } = this.plan;
+    const E = this.#blocks(a.E, "E"), dE = this.#blocks(a.dE, "dE");
+    this.#forward(rec, a, E, rows);
+    const chunks = this.chunkList.length;
     for (let c = chunks - 1; c >= 0; c--) {
-      const v0 = c * chunk, n = Math.min(chunk, V - v0);
+      const { v0, n } = this.chunkList[c];
       // The last chunk's logits are still in scratch (padded to ld columns, if so).
-      const { e, ld } = this.#chunkE(rec, a.E, c, false);
+      const { e, ld } = this.#chunkE(rec, E, c, false);
       if (c !== chunks - 1) this.mm.forward(rec, this.logits, a.x, e, rows, ld, C);
       const bind = this.#bindings(a, rows, n, ld, v0, false);
       rec.dispatch(this.pipes.dlogits, bind, rowGrid(rec, rows));
       this.mm.backwardInput(rec, a.dx, this.logits, e, rows, ld, C, c === chunks - 1 ? 0 : 1);
-      const de = this.#slice(a.dE, v0, n);
+      const de = this.#slice(dE, c);
       // A padded chunk's dE goes to scratch first (ld rows), then its n rows are added.
       const padded = ld !== n;
       for (let r0 = 0; r0 < rows; r0 += MAX_REDUCTION) {
@@ -278,12 +314,11 @@ export class Xent {
     }
   }
 
-  #forward(rec: Recorder, a: XentArgs, rows: number): void {
-    const { chunk, chunks } = this.plan;
-    for (let c = 0; c < chunks; c++) {
-      const { e, ld } = this.#chunkE(rec, a.E, c, true);
+  #forward(rec: Recorder, a: XentArgs, E: RowBlocks, rows: number): void {
+    for (let c = 0; c < this.chunkList.length; c++) {
+      const { e, ld } = this.#chunkE(rec, E, c, true);
       this.mm.forward(rec, this.logits, a.x, e, rows, ld, this.C);
-      const v0 = c * chunk, n = Math.min(chunk, this.V - v0);
+      const { v0, n } = this.chunkList[c];
       const bind = this.#bindings(a, rows, n, ld, v0, c === 0);
       if (this.pipes.lseRows && n <= LSE_ROWS_MAX) {
         rec.dispatch(this.pipes.lseRows, bind, rowGrid(rec, Math.ceil(rows / 64)));
@@ -296,17 +331,48 @@ export class Xent {
    * Chunk c's rows of E for the matmuls and its logits' row stride: the slice itself and n, or
    * for a padded last chunk the zero-padded copy (filled when `fill`) and n rounded up to 4.
    */
-  #chunkE(rec: Recorder, E: Tensor, c: number, fill: boolean): { e: Tensor; ld: number } {
-    const v0 = c * this.plan.chunk, n = Math.min(this.plan.chunk, this.V - v0);
-    const e = this.#slice(E, v0, n);
-    if (!this.pad || c !== this.plan.chunks - 1) return { e, ld: n };
+  #chunkE(rec: Recorder, E: RowBlocks, c: number, fill: boolean): { e: Tensor; ld: number } {
+    const n = this.chunkList[c].n;
+    const e = this.#slice(E, c);
+    if (!this.pad || c !== this.chunkList.length - 1) return { e, ld: n };
     const len = n * this.C;
     if (fill) rec.copy(e.length === len ? e : e.view(0, len), this.pad.E.view(0, len));
     return { e: this.pad.E, ld: round4(n) };
   }
 
-  #slice(t: Tensor, v0: number, n: number): Tensor {
-    return this.plan.chunks === 1 ? t : t.view(v0 * this.C, n * this.C);
+  /** Chunk c's rows of E (or dE): the tensor itself when it is the only chunk, else a view. */
+  #slice(blocks: RowBlocks, c: number): Tensor {
+    const { block, r0, n } = this.chunkList[c];
+    const t = blocks[block].tensor;
+    return this.chunkList.length === 1 ? t : t.view(r0 * this.C, n * this.C);
+  }
+
+  /**
+   * E or dE as row blocks, checked against the blocks this op was created for; each starts on
+   * 256 bytes when the vocabulary is cut into several chunks (their views must bind).
+   */
+  #blocks(t: Tensor | RowBlocks, what: string): RowBlocks {
+    if (!Array.isArray(t)) need(t as Tensor, this.V * this.C, what);
+    const blocks = asRowBlocks(t, this.V, this.C, `xent: ${what}`);
+    if (
+      blocks.length !== this.blockRows.length ||
+      blocks.some((b, i) => b.rows !== this.blockRows[i])
+    ) {
+      throw new RangeError(
+        `xent: ${what} comes in blocks of [${blocks.map((b) => b.rows)}] rows, this op was ` +
+          `created for [${this.blockRows}]`,
+      );
+    }
+    if (this.chunkList.length > 1) {
+      for (const b of blocks) {
+        if (b.tensor.offset % 256 !== 0) {
+          throw new RangeError(
+            `xent: ${what} ${b.tensor.label} must start at a multiple of 256 bytes`,
+          );
+        }
+      }
+    }
+    return blocks;
   }
 
   /** Bindings of the xent kernels for a chunk of n columns stored with row stride ld. */
@@ -337,17 +403,45 @@ export class Xent {
       throw new RangeError(`xent: rows ${rows} outside 1..${this.maxRows}`);
     }
     need(a.x, rows * this.C, "x");
-    need(a.E, this.V * this.C, "E");
     need(a.targets, rows, "targets");
     need(a.loss, (a.lossIndex ?? 0) + 1, "loss");
     if (a.nll) need(a.nll, rows, "nll");
     if (a.weights) need(a.weights, rows, "weights");
     if (!Number.isFinite(a.scale)) throw new RangeError(`xent: scale ${a.scale} is not finite`);
-    if (this.plan.chunks > 1 && a.E.offset % 256 !== 0) {
-      throw new RangeError(`xent: E ${a.E.label} must start at a multiple of 256 bytes`);
-    }
     return rows;
   }
+}
+
+/** A vocabulary chunk: rows [r0, r0 + n) of block `block` of E, which are tokens [v0, v0 + n). */
+interface XentChunk {
+  block: number;
+  r0: number;
+  v0: number;
+  n: number;
+}
+
+/**
+ * The chunks of E in row blocks of `blockRows`: each block cut at multiples of Vc from its
+ * start. Blocks past the first start at multiples of 64 rows and Vc is a multiple of 64 when
+ * it is below V, so every chunk but the last is a multiple of 4 long (only the last may need
+ * the padded copy).
+ */
+function xentChunks(vc: number, blockRows: readonly number[], V: number): XentChunk[] {
+  const out: XentChunk[] = [];
+  let v0 = 0;
+  for (const [block, rows] of blockRows.entries()) {
+    if (!Number.isInteger(rows) || rows < 1) throw new RangeError(`xent: block of ${rows} rows`);
+    if (block < blockRows.length - 1 && rows % ALIGN !== 0) {
+      throw new RangeError(`xent: every row block but the last must be a multiple of ${ALIGN}`);
+    }
+    for (let r0 = 0; r0 < rows; r0 += vc) {
+      const n = Math.min(vc, rows - r0);
+      out.push({ block, r0, v0, n });
+      v0 += n;
+    }
+  }
+  if (v0 !== V) throw new RangeError(`xent: blocks of [${blockRows}] rows do not make V ${V}`);
+  return out;
 }
 
 /** One workgroup per row on a 2-D grid (rows may exceed the 65535 per-dimension limit). */

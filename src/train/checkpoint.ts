@@ -74,7 +74,7 @@ export async function saveTrainingCheckpoint(
 ): Promise<void> {
   const dir = `${out}/${CHECKPOINT_DIR}`, tmp = `${dir}.tmp`, old = `${dir}.old`;
   const rec = rt.record("checkpoint");
-  const p = rec.read(model.params);
+  const p = model.params.read(rec);
   const moments = optimizer.readMoments(rec);
   rt.submit(rec);
   const [params, { m, v }] = await Promise.all([p, moments]);

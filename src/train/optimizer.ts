@@ -5,6 +5,11 @@
  * gradients; a checkpoint of the whole training state reads and writes the moments through
  * here.
  *
+ * The moments are paged like the parameters and gradients (src/model/param_buffers.ts), so
+ * each slot is the same (page, offset) in all four; a tensor split across pages (the
+ * embedding of a large vocabulary) is one slot per row block, and the norm runs over each
+ * gradient page.
+ *
  * @example
  * ```ts
  * const model = await InfiniGemma.create(rt, cfg, { B, T, train: true });
@@ -16,8 +21,9 @@
  * rt.submit(rec);
  * ```
  */
-import type { Recorder, Tensor } from "../gpu/runtime.ts";
+import type { Recorder } from "../gpu/runtime.ts";
 import type { InfiniGemma } from "../model/model.ts";
+import { ParamBuffers } from "../model/param_buffers.ts";
 import { Adamw, type AdamwHyper, type GradStats } from "../ops/adamw.ts";
 
 /** The optimizer's settings (per-group multipliers come from the config and param table). */
@@ -25,7 +31,7 @@ export interface OptimizerOptions {
   weightDecay: number;
 }
 
-/** AdamW moments, flat in the parameter table's layout. */
+/** AdamW moments, flat in the parameter table's layout (small models and tests). */
 export interface Moments {
   m: Float32Array;
   v: Float32Array;
@@ -35,9 +41,9 @@ export class Optimizer {
   private constructor(
     readonly model: InfiniGemma,
     readonly adamw: Adamw,
-    /** First and second moments, flat in table layout (one buffer each). */
-    readonly m: Tensor,
-    readonly v: Tensor,
+    /** First and second moments, in table layout, paged like the parameters. */
+    readonly m: ParamBuffers,
+    readonly v: ParamBuffers,
   ) {}
 
   /**
@@ -45,21 +51,27 @@ export class Optimizer {
    * table: weight decay on the "decay" group only, the config's betaLrMult on the gates.
    */
   static async create(model: InfiniGemma, o: OptimizerOptions): Promise<Optimizer> {
-    const { rt, table, params, grads, cfg } = model;
+    const { rt, table, layout, params, grads, cfg } = model;
     if (!grads) throw new Error("model was created without gradients (train: false)");
-    // Moments live in two flat buffers laid out like the parameters: one read or write each
-    // when a checkpoint is saved or resumed.
-    const m = rt.tensor("adam.m", table.total), v = rt.tensor("adam.v", table.total);
-    const slots = table.specs.map((s) => ({
-      name: s.name,
-      p: params.view(s.offset, s.size, `p:${s.name}`),
-      g: grads.view(s.offset, s.size, `g:${s.name}`),
-      m: m.view(s.offset, s.size, `m:${s.name}`),
-      v: v.view(s.offset, s.size, `v:${s.name}`),
-      lrScale: s.group === "gate" ? cfg.betaLrMult : 1,
-      weightDecay: s.group === "decay" ? o.weightDecay : 0,
-    }));
-    const adamw = await Adamw.create(rt, slots, { normOver: [grads] });
+    // Moments laid out like the parameters: a checkpoint streams them page by page as the
+    // flat arrays adam_m and adam_v.
+    const m = ParamBuffers.create(rt, layout, "adam.m");
+    const v = ParamBuffers.create(rt, layout, "adam.v");
+    // One slot per tensor, or per row block of a tensor split across pages.
+    const slots = table.specs.flatMap((s) => {
+      const pb = params.rowBlocks(s.name, "p"), gb = grads.rowBlocks(s.name, "g");
+      const mb = m.rowBlocks(s.name, "m"), vb = v.rowBlocks(s.name, "v");
+      return pb.map((b, i) => ({
+        name: pb.length === 1 ? s.name : `${s.name}[${b.row0}:${b.row0 + b.rows}]`,
+        p: b.tensor,
+        g: gb[i].tensor,
+        m: mb[i].tensor,
+        v: vb[i].tensor,
+        lrScale: s.group === "gate" ? cfg.betaLrMult : 1,
+        weightDecay: s.group === "decay" ? o.weightDecay : 0,
+      }));
+    });
+    const adamw = await Adamw.create(rt, slots, { normOver: grads.pages });
     return new Optimizer(model, adamw, m, v);
   }
 
@@ -73,19 +85,19 @@ export class Optimizer {
     return this.adamw.readStats(rec);
   }
 
-  /** Records a read of both moments (resolves after submit). */
+  /** Records a read of both moments, flat (resolves after submit; small models and tests). */
   readMoments(rec: Recorder): Promise<Moments> {
-    const m = rec.read(this.m), v = rec.read(this.v);
+    const m = this.m.read(rec), v = this.v.read(rec);
     return Promise.all([m, v]).then(([m, v]) => ({ m, v }));
   }
 
-  /** Uploads both moments (flat, in table layout). */
+  /** Uploads both moments (flat, in table layout; small models and tests). */
   setMoments({ m, v }: Moments): void {
     const total = this.model.table.total;
     if (m.length !== total || v.length !== total) {
       throw new RangeError(`moments: ${m.length} and ${v.length} values, the model has ${total}`);
     }
-    this.model.rt.write(this.m, m);
-    this.model.rt.write(this.v, v);
+    this.m.write(this.model.rt, m);
+    this.v.write(this.model.rt, v);
   }
 }
