@@ -51,6 +51,11 @@ Optimisation:
   --steps N              optimizer steps (default ${D.steps})
   --batch B              sequences per micro-batch (default ${D.batch})
   --accum K              micro-batches per step, gradient accumulation (default ${D.accum})
+  --chunk K              run each sequence in chunks of K segments: keep one chunk's
+                         activations and the memory state between chunks, recompute the
+                         rest in the backward (same loss and gradients, about a third more
+                         compute); default the whole sequence. A sequence whose segments K
+                         does not divide has its last chunk padded with ignored segments
   --lr X                 peak learning rate (default ${D.lr})
   --warmup N             linear warm-up steps (default ${D.warmup})
   --min-lr-ratio X       final lr / peak lr of the cosine decay (default ${D.minLrRatio})
@@ -103,6 +108,7 @@ export async function run(args: string[]): Promise<number> {
       steps: { type: "string" },
       batch: { type: "string" },
       accum: { type: "string" },
+      chunk: { type: "string" },
       lr: { type: "string" },
       warmup: { type: "string" },
       "min-lr-ratio": { type: "string" },
@@ -146,6 +152,9 @@ export async function run(args: string[]): Promise<number> {
     steps: intFlag("steps", values.steps, D.steps, 1),
     batch: intFlag("batch", values.batch, D.batch, 1),
     accum: intFlag("accum", values.accum, D.accum, 1),
+    chunk: values.chunk === undefined
+      ? undefined
+      : intFlag("chunk", values.chunk, 0, 1, cfg.seqLength / cfg.segmentLength),
     lr: numFlag("lr", values.lr, D.lr),
     warmup: intFlag("warmup", values.warmup, D.warmup, 0),
     minLrRatio: numFlag("min-lr-ratio", values["min-lr-ratio"], D.minLrRatio, { max: 1 }),

@@ -1,8 +1,9 @@
 /**
  * Validation during training: the loss on held-out batches and, for tasks with answers (the
  * passkey and recall tasks), the exact-match accuracy with the memory on and off. It needs only
- * a model of the batches' shape and a source of held-out batches; the trainer calls it every
- * --eval-every steps and tests call it on a trained model.
+ * a model of the batches' shape (or a chunked training model, which takes them chunk by chunk)
+ * and a source of held-out batches; the trainer calls it every --eval-every steps and tests
+ * call it on a trained model.
  */
 import type { Runtime } from "../gpu/runtime.ts";
 import { GATE, InfiniGemma, targetIsArgmax } from "../model/model.ts";
@@ -52,16 +53,19 @@ export async function validate(
   const nb = Math.min(o.evalBatches, source.valBatches);
   for (let i = 0; i < nb; i++) {
     const bt = source.valBatch(i, o.batch);
-    model.setBatch(bt.tokens, bt.targets, { weights: bt.weights });
+    // A chunked training model takes the batch chunk by chunk (memory carried).
+    if (model.chunked) model.setChunkedBatch(bt.tokens, bt.targets, { weights: bt.weights });
+    else model.setBatch(bt.tokens, bt.targets, { weights: bt.weights });
     for (const gate of bt.answerRows ? [GATE.learned, GATE.off] : [GATE.learned]) {
       const rec = rt.record("validate");
-      model.resetMemory(rec);
-      model.recordForward(rec, { gate: gate as GateMode });
-      const loss = rec.read(model.loss);
-      const head = bt.answerRows ? rec.read(model.headState) : null;
+      const r = model.recordEvalForward(rec, {
+        gate: gate as GateMode,
+        headState: !!bt.answerRows,
+      });
+      const head = r.headState;
       rt.submit(rec);
       if (gate === GATE.learned) {
-        lossSum += (await loss)[0];
+        lossSum += await r.loss;
         n++;
       }
       if (head && bt.answerRows) {

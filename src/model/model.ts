@@ -5,7 +5,9 @@
  * Training runs LAYER-MAJOR: each layer processes all segments of all B sequences at once
  * (rows = B * T, row (b, s, t) = (b * nS + s) * S + t); only the compressive memory runs a
  * recurrence over segments, inside the Infini op. Evaluation streams SEGMENT-MAJOR by calling
- * the same forward with T = S and carrying (M, z) between calls (`carry`).
+ * the same forward with T = S and carrying (M, z) between calls (`carry`). Chunked training
+ * (`chunks` > 1, T = K segments) runs a sequence in chunks and recomputes each in the backward
+ * from the memory saved entering it, carrying dM, dz back (see `recordChunkedGrads`).
  *
  * Per layer l (pre-norm Gemma block with Infini-attention):
  *   xn1 = RMSNorm(x_l; w_in)                          (rows, C)
@@ -46,6 +48,16 @@ import { IGNORE_TARGET as IGNORE } from "../util/targets.ts";
 /** Gate modes of the memory path: learned, memory off (g = 0), memory read zeroed. */
 export const GATE = { learned: 0, off: 1, zeroRead: 2 } as const satisfies Record<string, GateMode>;
 
+/** Options of {@link InfiniGemma.recordForward}. */
+export interface ForwardOptions {
+  gate?: GateMode;
+  backward?: boolean;
+  /** Record the loss (the tied LM head over every row); default true. */
+  head?: boolean;
+  /** Also copy each layer's RoPE'd keys and values into this decoder's cache (B = 1, T = S). */
+  kvCache?: InfiniGemma;
+}
+
 export interface ModelOptions {
   /** Sequences per call. */
   B: number;
@@ -68,6 +80,13 @@ export interface ModelOptions {
    * model's `recordForward(rec, { kvCache: decoder })`).
    */
   decodeFor?: InfiniGemma;
+  /**
+   * Chunked training: T is a chunk of K segments, and a sequence is up to `chunks` such chunks.
+   * Allocates the staging of a whole step (`setChunkedBatch`) and, with `train`, per Infini
+   * layer the memory entering every chunk but the first and the dM, dz carried between chunks
+   * (`recordChunkedGrads`). Default 1: one call is the whole sequence, and none of that exists.
+   */
+  chunks?: number;
 }
 
 /** One layer's weights (views into the flat parameter buffer). */
@@ -119,6 +138,58 @@ interface LayerState {
   zout: Tensor;
 }
 
+/** Where one call's batch comes from: the model's own buffers (`setBatch`) or a chunk's slot. */
+interface BatchIO {
+  index: Tensor;
+  host: TokenIndex;
+  targets: Tensor;
+  weights: Tensor;
+  scale: number;
+  /** Receives the call's loss at element `lossIndex`. */
+  loss: Tensor;
+  lossIndex: number;
+}
+
+/** One Infini layer's memory gradients in a backward: dM_out, dz_out arriving, dM_in, dz_in out. */
+interface MemGrads {
+  dMout?: Tensor;
+  dzout?: Tensor;
+  dMin: Tensor;
+  dzin: Tensor;
+}
+
+/** Chunked training's buffers (`ModelOptions.chunks` > 1). */
+interface ChunkBufs {
+  /** Most chunks per sequence: the slots below. */
+  max: number;
+  /** Per chunk, 256-byte aligned slots: its embedding index, targets and weights (B x T rows). */
+  index: Tensor;
+  indexStride: number;
+  targets: Tensor;
+  weights: Tensor;
+  rowStride: number;
+  /** Chunk c's share of the step's loss, at element c. */
+  loss: Tensor;
+  /**
+   * Train only, per layer (null for plain layers): max - 1 slots of M (B, Hkv, D, D) then z
+   * (B, Hkv, D); slot c holds the memory entering chunk c + 1 (chunk 0's is zero).
+   */
+  snap: (Tensor | null)[];
+  /** Train only, per Infini layer: dM and dz carried between chunks, two each (by parity). */
+  dM: ([Tensor, Tensor] | null)[];
+  dz: ([Tensor, Tensor] | null)[];
+}
+
+/** The step staged by `setChunkedBatch`. */
+interface ChunkedStep {
+  /** Chunks per sequence (the last one padded with ignored segments when K does not divide). */
+  nC: number;
+  /** Tokens per sequence. */
+  len: number;
+  hosts: TokenIndex[];
+  scale: number;
+}
+
 export class InfiniGemma {
   readonly table: ParamTable;
   readonly rows: number;
@@ -136,6 +207,7 @@ export class InfiniGemma {
 
   #host: TokenIndex | null = null;
   #scale = 0;
+  #step: ChunkedStep | null = null;
   /** Decoder only: position in its segment of the token being decoded (during recordDecode). */
   #pos: number | null = null;
 
@@ -190,6 +262,7 @@ export class InfiniGemma {
       memWork: Tensor | null;
       dMin: Tensor | null;
       dzin: Tensor | null;
+      chunk: ChunkBufs | null;
     },
     private readonly w: { embed: RowBlocks; finalNorm: Tensor; layers: LayerWeights[] },
     private readonly gw: { embed: RowBlocks; finalNorm: Tensor; layers: LayerWeights[] } | null,
@@ -228,6 +301,10 @@ export class InfiniGemma {
       throw new RangeError(
         `sequence length ${T} must be a positive multiple of the segment length ${S}`,
       );
+    }
+    const nChunks = opts.chunks ?? 1;
+    if (!Number.isInteger(nChunks) || nChunks < 1 || (dec && nChunks > 1)) {
+      throw new RangeError(`chunks: ${nChunks} must be an integer >= 1 (1 for a decoder)`);
     }
     const C = cfg.hiddenSize, F = cfg.intermediateSize, H = cfg.numHeads, Hkv = cfg.numKvHeads;
     const D = cfg.headDim, V = cfg.vocabSize, L = cfg.numLayers;
@@ -381,13 +458,14 @@ export class InfiniGemma {
       memWork: train && anyInfini ? t("d.memWork", msz.work) : null,
       dMin: train && anyInfini ? t("d.Min", msz.state) : null,
       dzin: train && anyInfini ? t("d.zin", msz.stateZ) : null,
+      chunk: nChunks > 1 ? chunkBufs(rt, cfg, B, T, nChunks, train) : null,
     };
     const loss = t("loss", 1);
     const nll = t("nll", rows);
     return new InfiniGemma(
       rt,
       cfg,
-      { B, T, train, share: opts.share, decodeFor: dec },
+      { B, T, train, share: opts.share, decodeFor: dec, chunks: nChunks },
       { mm, norm, rope, attn, mem, geglu, emb, xent, add },
       bufs,
       views(params, "p"),
@@ -454,21 +532,7 @@ export class InfiniGemma {
         `batch: ${tokens.length} tokens / ${targets.length} targets, expected ${rows}`,
       );
     }
-    const V = this.cfg.vocabSize;
-    for (let i = 0; i < rows; i++) {
-      if (tokens[i] >= V) {
-        throw new RangeError(
-          `batch: token ${tokens[i]} at row ${i} is outside the vocabulary (${V})`,
-        );
-      }
-      if (targets[i] !== IGNORE && targets[i] >= V) {
-        throw new RangeError(
-          `batch: target ${targets[i]} at row ${i} is outside the vocabulary (${V})`,
-        );
-      }
-    }
-    let count = 0;
-    for (let i = 0; i < rows; i++) if (targets[i] !== IGNORE) count++;
+    const count = checkBatch(tokens, targets, this.cfg.vocabSize);
     const denom = opts.lossDenominator ?? count;
     this.#scale = denom > 0 ? 1 / denom : 0;
     this.#host = Embedding.buildIndex(tokens);
@@ -506,23 +570,36 @@ export class InfiniGemma {
    * Records the forward pass and the loss (and, with `backward`, the LM head's gradients).
    * The memory enters from each layer's M_in/z_in: call `resetMemory` first for new sequences.
    */
-  recordForward(
-    rec: Recorder,
-    opts: {
-      gate?: GateMode;
-      backward?: boolean;
-      /** Record the loss (the tied LM head over every row); default true. */
-      head?: boolean;
-      /** Also copy each layer's RoPE'd keys and values into this decoder's cache (B = 1, T = S). */
-      kvCache?: InfiniGemma;
-    } = {},
-  ): void {
+  recordForward(rec: Recorder, opts: ForwardOptions = {}): void {
+    this.#forward(rec, opts, this.#ownBatch("recordForward"));
+  }
+
+  /** The batch of `setBatch`, in the model's own buffers. */
+  #ownBatch(what: string): BatchIO {
+    if (!this.#host) throw new Error(`setBatch before ${what}`);
+    const b = this.b;
+    return {
+      index: b.index,
+      host: this.#host,
+      targets: b.targets,
+      weights: b.weights,
+      scale: this.#scale,
+      loss: this.loss,
+      lossIndex: 0,
+    };
+  }
+
+  /**
+   * The forward of `recordForward` on the batch `io`. With `memoryOnly` it stops once the last
+   * Infini layer has written its M_out, z_out (all a chunk's successor needs from it).
+   */
+  #forward(rec: Recorder, opts: ForwardOptions, io: BatchIO, memoryOnly = false): void {
     const { cfg, rows, k, b, w } = this;
     const C = cfg.hiddenSize, F = cfg.intermediateSize, H = cfg.numHeads, Hkv = cfg.numKvHeads;
     const D = cfg.headDim, S = cfg.segmentLength, L = cfg.numLayers, V = cfg.vocabSize;
     const eps = cfg.rmsNormEps;
     const gate = opts.gate ?? GATE.learned;
-    if (!this.#host) throw new Error("setBatch before recordForward");
+    const lastInfini = memoryOnly ? lastInfiniIndex(cfg) : -1;
     const pos = this.#pos;
     const cache = opts.kvCache?.b.cache;
     if (opts.kvCache && (opts.kvCache.opts.decodeFor !== this || !cache)) {
@@ -534,7 +611,7 @@ export class InfiniGemma {
     }
 
     // x_0 = sqrt(C) * E[tokens]
-    k.emb.recordForward(rec, { x: b.x0, weight: w.embed, index: b.index, host: this.#host, V, C });
+    k.emb.recordForward(rec, { x: b.x0, weight: w.embed, index: io.index, host: io.host, V, C });
 
     for (let l = 0; l < L; l++) {
       const a = b.acts[l], lw = w.layers[l], st = b.states[l];
@@ -605,6 +682,7 @@ export class InfiniGemma {
           zout: st.zout,
         });
       }
+      if (l === lastInfini) return;
       k.mm.forward(rec, b.attnOut, a.A, lw.o, rows, C, H * D);
       // xmid = x_l + attnOut; xn2 = norm(xmid)
       k.norm.recordForward(rec, {
@@ -636,11 +714,12 @@ export class InfiniGemma {
     const head = {
       x: b.xf,
       E: w.embed,
-      targets: b.targets,
-      scale: this.#scale,
-      loss: this.loss,
+      targets: io.targets,
+      scale: io.scale,
+      loss: io.loss,
+      lossIndex: io.lossIndex,
       nll: this.nll,
-      weights: b.weights,
+      weights: io.weights,
       rows,
     };
     if (opts.backward) {
@@ -677,6 +756,20 @@ export class InfiniGemma {
 
   /** Records the backward pass; must follow `recordForward(rec, { backward: true })`. */
   recordBackward(rec: Recorder, opts: { gate?: GateMode } = {}): void {
+    const io = this.#ownBatch("recordBackward"), b = this.b;
+    this.#backward(rec, opts, io, () => ({ dMin: b.dMin!, dzin: b.dzin! }));
+  }
+
+  /**
+   * The backward of `recordBackward` on the batch `io`; `mem(l)` gives Infini layer l's memory
+   * gradients (dM_out, dz_out from a later chunk, if any; dM_in, dz_in written).
+   */
+  #backward(
+    rec: Recorder,
+    opts: { gate?: GateMode },
+    io: BatchIO,
+    mem: (l: number) => MemGrads,
+  ): void {
     const { cfg, rows, k, b, w } = this;
     const g = this.gw;
     if (!g) throw new Error("model was created without gradients (train: false)");
@@ -746,8 +839,7 @@ export class InfiniGemma {
           dk: b.dk!,
           dv: b.dv!,
           dbeta: lg.gate!,
-          dMin: b.dMin!,
-          dzin: b.dzin!,
+          ...mem(l),
           work: b.memWork!,
         });
       }
@@ -800,8 +892,8 @@ export class InfiniGemma {
     k.emb.recordBackward(rec, {
       dWeight: g.embed,
       dx: dres,
-      index: b.index,
-      host: this.#host!,
+      index: io.index,
+      host: io.host,
       V,
       C,
     });
@@ -860,6 +952,217 @@ export class InfiniGemma {
     this.recordForward(rec, { backward: true });
     this.recordBackward(rec);
   }
+
+  // ---------------------------------------------------------------------------------------
+  // Chunked training: a step's sequences of nC chunks of K segments (this model's T = K x S),
+  // recorded at once, with the activations of one chunk. The forward sweep runs chunks
+  // 0..nC-2 carrying (M, z) and keeps only the memory entering each next chunk; the backward
+  // sweep walks the chunks in reverse, recomputes each one's forward (with the LM head and its
+  // gradients) from its staged tokens and saved memory, and carries dM, dz back into the chunk
+  // before. Loss and gradients are those of one call over the whole sequence, summed in
+  // another order.
+  // ---------------------------------------------------------------------------------------
+
+  /** Whether the model was created for chunked training (`chunks` > 1). */
+  get chunked(): boolean {
+    return this.b.chunk !== null;
+  }
+
+  /**
+   * Stages a whole step's batch on a chunked model: B sequences of `len` tokens, whole segments
+   * up to `chunks` x T, laid out (B, len) as for `setBatch`. Each chunk's B x T rows get their
+   * own slot; when T does not divide len the last chunk is padded with segments of token 0 and
+   * ignored targets (after every real token, so no real row sees them and they add no loss or
+   * gradient). The loss is sum(w * nll) / lossDenominator over the whole step, by default the
+   * step's number of targets.
+   */
+  setChunkedBatch(
+    tokens: Uint32Array,
+    targets: Uint32Array,
+    opts: { weights?: Float32Array; lossDenominator?: number } = {},
+  ): void {
+    const ch = this.b.chunk;
+    if (!ch) throw new Error("setChunkedBatch: the model was created without chunks");
+    const { B, T } = this.opts, S = this.cfg.segmentLength, n = tokens.length, len = n / B;
+    if (targets.length !== n || (opts.weights && opts.weights.length !== n)) {
+      throw new RangeError(
+        `chunked batch: ${n} tokens, ${targets.length} targets, ${opts.weights?.length} weights`,
+      );
+    }
+    if (!Number.isInteger(len / S) || len < S || len > ch.max * T) {
+      throw new RangeError(
+        `chunked batch: ${n} rows are not ${B} sequences of whole segments (${S}) up to ` +
+          `${ch.max} chunks of ${T} tokens`,
+      );
+    }
+    const count = checkBatch(tokens, targets, this.cfg.vocabSize);
+    const denom = opts.lossDenominator ?? count;
+    const nC = Math.ceil(len / T);
+    const index = new Uint32Array(nC * ch.indexStride);
+    const tg = new Uint32Array(nC * ch.rowStride).fill(IGNORE);
+    const wt = new Float32Array(nC * ch.rowStride);
+    const tok = new Uint32Array(this.rows);
+    const hosts: TokenIndex[] = [];
+    for (let c = 0; c < nC; c++) {
+      const at = c * ch.rowStride, m = Math.min(T, len - c * T); // real tokens per sequence
+      tok.fill(0);
+      for (let bi = 0; bi < B; bi++) {
+        const src = bi * len + c * T, dst = bi * T;
+        tok.set(tokens.subarray(src, src + m), dst);
+        tg.set(targets.subarray(src, src + m), at + dst);
+        if (opts.weights) wt.set(opts.weights.subarray(src, src + m), at + dst);
+        else wt.fill(1, at + dst, at + dst + m);
+      }
+      const host = Embedding.buildIndex(tok);
+      index.set(host.data, c * ch.indexStride);
+      hosts.push(host);
+    }
+    this.rt.write(ch.index, index);
+    this.rt.write(ch.targets, tg);
+    this.rt.write(ch.weights, wt);
+    this.#step = { nC, len, hosts, scale: denom > 0 ? 1 / denom : 0 };
+  }
+
+  /** Chunk c of the staged step, as a call's batch (its loss goes to element c). */
+  #chunkBatch(c: number): BatchIO {
+    const ch = this.b.chunk!, step = this.#step!, rows = this.rows;
+    return {
+      index: ch.index.view(c * ch.indexStride, Embedding.indexLength(rows)),
+      host: step.hosts[c],
+      targets: ch.targets.view(c * ch.rowStride, rows),
+      weights: ch.weights.view(c * ch.rowStride, rows),
+      scale: step.scale,
+      loss: ch.loss,
+      lossIndex: c,
+    };
+  }
+
+  #staged(what: string): { ch: ChunkBufs; step: ChunkedStep } {
+    const ch = this.b.chunk, step = this.#step;
+    if (!ch) throw new Error(`${what}: the model was created without chunks`);
+    if (!step) throw new Error(`setChunkedBatch before ${what}`);
+    return { ch, step };
+  }
+
+  /** Saves each Infini layer's M_out, z_out as the memory entering chunk `slot` + 1, or restores it into M_in, z_in. */
+  #snapMemory(rec: Recorder, slot: number, dir: "save" | "restore"): void {
+    const ch = this.b.chunk!;
+    this.b.states.forEach((st, l) => {
+      const snap = ch.snap[l];
+      if (!st || !snap) return;
+      const nM = st.Min.length, nz = st.zin.length, at = slot * (nM + nz);
+      const M = snap.view(at, nM), z = snap.view(at + nM, nz);
+      if (dir === "save") {
+        rec.copy(st.Mout, M);
+        rec.copy(st.zout, z);
+      } else {
+        rec.copy(M, st.Min);
+        rec.copy(z, st.zin);
+      }
+    });
+  }
+
+  /**
+   * Records the gradients of the step staged by `setChunkedBatch` (cleared first unless
+   * `clear: false`): the forward sweep, then the backward sweep, all into `rec`. The step's loss
+   * is read with `readChunkedLoss`.
+   */
+  recordChunkedGrads(rec: Recorder, opts: { clear?: boolean } = {}): void {
+    const { ch, step } = this.#staged("recordChunkedGrads");
+    if (!this.grads) throw new Error("model was created without gradients (train: false)");
+    if (opts.clear ?? true) this.grads.clear(rec);
+    const nC = step.nC;
+    // Forward sweep: up to the last Infini layer's memory write (all the next chunk needs).
+    if (lastInfiniIndex(this.cfg) >= 0) {
+      for (let c = 0; c < nC - 1; c++) {
+        if (c === 0) this.resetMemory(rec);
+        else this.carryMemory(rec);
+        this.#forward(rec, { head: false }, this.#chunkBatch(c), true);
+        this.#snapMemory(rec, c, "save");
+      }
+    }
+    // Backward sweep: chunk c recomputed from the memory entering it; dM, dz arrive from chunk
+    // c + 1 in one buffer of each pair and leave for chunk c - 1 in the other.
+    for (let c = nC - 1; c >= 0; c--) {
+      if (c === 0) this.resetMemory(rec);
+      else this.#snapMemory(rec, c - 1, "restore");
+      const io = this.#chunkBatch(c), p = c % 2;
+      this.#forward(rec, { backward: true }, io);
+      this.#backward(rec, {}, io, (l) => {
+        const dM = ch.dM[l]!, dz = ch.dz[l]!;
+        const later = c < nC - 1 ? { dMout: dM[1 - p], dzout: dz[1 - p] } : {};
+        return { ...later, dMin: dM[p], dzin: dz[p] };
+      });
+    }
+  }
+
+  /**
+   * Records the forward (no gradients) of the staged step chunk by chunk, the memory carried
+   * from zero: chunk c's loss goes to `readChunkedLoss`'s element c, and `each(c)` runs after
+   * chunk c's head (`headState` and `nll` then hold that chunk's rows).
+   */
+  recordChunkedForward(
+    rec: Recorder,
+    opts: { gate?: GateMode; each?: (c: number) => void } = {},
+  ): void {
+    const { step } = this.#staged("recordChunkedForward");
+    for (let c = 0; c < step.nC; c++) {
+      if (c === 0) this.resetMemory(rec);
+      else this.carryMemory(rec);
+      this.#forward(rec, { gate: opts.gate }, this.#chunkBatch(c));
+      opts.each?.(c);
+    }
+  }
+
+  /** The staged step's loss (the sum of its chunks'), read after the recorded sweeps. */
+  readChunkedLoss(rec: Recorder): Promise<number> {
+    const { ch, step } = this.#staged("readChunkedLoss");
+    const nC = step.nC;
+    return rec.read(ch.loss).then((x) => {
+      let sum = 0;
+      for (let c = 0; c < nC; c++) sum += x[c];
+      return sum;
+    });
+  }
+
+  /**
+   * Records an evaluation forward of the staged batch from zero memory: one call after
+   * `setBatch`, or chunk by chunk after `setChunkedBatch` on a chunked model. Resolves to the
+   * loss and, with `headState`, every row's head state in the batch's (B, len) layout.
+   */
+  recordEvalForward(
+    rec: Recorder,
+    opts: { gate?: GateMode; headState?: boolean } = {},
+  ): { loss: Promise<number>; headState: Promise<Float32Array> | null } {
+    if (!this.chunked) {
+      this.resetMemory(rec);
+      this.recordForward(rec, { gate: opts.gate });
+      const loss = rec.read(this.loss).then((x) => x[0]);
+      return { loss, headState: opts.headState ? rec.read(this.headState) : null };
+    }
+    const { step } = this.#staged("recordEvalForward");
+    const parts: Promise<Float32Array>[] = [];
+    this.recordChunkedForward(rec, {
+      gate: opts.gate,
+      each: () => {
+        if (opts.headState) parts.push(rec.read(this.headState));
+      },
+    });
+    const loss = this.readChunkedLoss(rec);
+    if (!opts.headState) return { loss, headState: null };
+    const { B, T } = this.opts, { len } = step;
+    const headState = Promise.all(parts).then((ps) => {
+      const out = new Float32Array(B * len * 4);
+      ps.forEach((part, c) => {
+        const m = Math.min(T, len - c * T);
+        for (let bi = 0; bi < B; bi++) {
+          out.set(part.subarray(bi * T * 4, (bi * T + m) * 4), (bi * len + c * T) * 4);
+        }
+      });
+      return out;
+    });
+    return { loss, headState };
+  }
 }
 
 /**
@@ -868,6 +1171,68 @@ export class InfiniGemma {
  */
 export function targetIsArgmax(headState: Float32Array, row: number): boolean {
   return headState[row * 4 + 2] >= headState[row * 4];
+}
+
+/**
+ * The buffers of chunked training (see ChunkBufs): the staging of a step of `max` chunks of
+ * B x T rows, and with `train` per Infini layer the memory entering chunks 1..max-1 and two
+ * dM, dz carries.
+ */
+function chunkBufs(
+  rt: Runtime,
+  cfg: Readonly<ModelConfig>,
+  B: number,
+  T: number,
+  max: number,
+  train: boolean,
+): ChunkBufs {
+  const rows = B * T, Hkv = cfg.numKvHeads, D = cfg.headDim;
+  const align = (n: number) => Math.ceil(n / 64) * 64; // 256-byte slots bind as views
+  const indexStride = align(Embedding.indexLength(rows)), rowStride = align(rows);
+  const state = B * Hkv * D * D, stateZ = B * Hkv * D;
+  const inf = (l: number) => train && isInfiniLayer(cfg, l);
+  const layers = Array.from({ length: cfg.numLayers }, (_, l) => l);
+  return {
+    max,
+    index: rt.tensor("chunk.index", max * indexStride),
+    indexStride,
+    targets: rt.tensor("chunk.targets", max * rowStride),
+    weights: rt.tensor("chunk.weights", max * rowStride),
+    rowStride,
+    loss: rt.tensor("chunk.loss", max),
+    snap: layers.map((l) => inf(l) ? rt.tensor(`L${l}.snap`, (max - 1) * (state + stateZ)) : null),
+    dM: layers.map((l) =>
+      inf(l) ? [rt.tensor(`L${l}.dM0`, state), rt.tensor(`L${l}.dM1`, state)] : null
+    ),
+    dz: layers.map((l) =>
+      inf(l) ? [rt.tensor(`L${l}.dz0`, stateZ), rt.tensor(`L${l}.dz1`, stateZ)] : null
+    ),
+  };
+}
+
+/** Checks a batch's tokens and targets against the vocabulary; the number of targets. */
+function checkBatch(tokens: Uint32Array, targets: Uint32Array, V: number): number {
+  let count = 0;
+  for (let i = 0; i < tokens.length; i++) {
+    if (tokens[i] >= V) {
+      throw new RangeError(
+        `batch: token ${tokens[i]} at row ${i} is outside the vocabulary (${V})`,
+      );
+    }
+    if (targets[i] !== IGNORE && targets[i] >= V) {
+      throw new RangeError(
+        `batch: target ${targets[i]} at row ${i} is outside the vocabulary (${V})`,
+      );
+    }
+    if (targets[i] !== IGNORE) count++;
+  }
+  return count;
+}
+
+/** The last Infini layer (-1 when there is none). */
+function lastInfiniIndex(cfg: Readonly<ModelConfig>): number {
+  for (let l = cfg.numLayers - 1; l >= 0; l--) if (isInfiniLayer(cfg, l)) return l;
+  return -1;
 }
 
 function infiniIndex(cfg: Readonly<ModelConfig>): number {

@@ -9,6 +9,12 @@ export interface TrainOptions {
   batch: number;
   /** Micro-batches per optimizer step (gradient accumulation). */
   accum: number;
+  /**
+   * Segments per chunk: a step runs each sequence in chunks of this many segments, keeping the
+   * activations of one chunk (the rest is recomputed; same loss and gradients). Absent: the
+   * whole sequence in one call.
+   */
+  chunk?: number;
   /** Peak learning rate. */
   lr: number;
   /** Final learning rate as a fraction of the peak (cosine decay). */

@@ -1,8 +1,8 @@
 /**
  * The training loop. Each optimizer step is recorded and submitted as a whole (one submit per
- * micro-batch); the loss and gradient statistics come back asynchronously and are awaited
- * two steps later, so the GPU never idles waiting for the host and the host never stalls a
- * step on a readback.
+ * micro-batch, with --chunk all its chunks' forward and backward sweeps in that one submit);
+ * the loss and gradient statistics come back asynchronously and are awaited two steps later,
+ * so the GPU never idles waiting for the host and the host never stalls a step on a readback.
  *
  * The run directory holds:
  *   checkpoint/   the whole training state (./checkpoint.ts): model.safetensors + config.json
@@ -16,7 +16,7 @@
  */
 import { UserError } from "../util/errors.ts";
 import { IGNORE_TARGET } from "../util/targets.ts";
-import type { Runtime } from "../gpu/runtime.ts";
+import type { Recorder, Runtime } from "../gpu/runtime.ts";
 import { type Checkpoint, openCheckpoint } from "../model/checkpoint.ts";
 import { configDiff, formatConfig, type ModelConfig, sameConfig } from "../model/config.ts";
 import { InfiniGemma } from "../model/model.ts";
@@ -114,13 +114,26 @@ export async function train(
   source: BatchSource,
   io: TrainIO,
 ): Promise<TrainResult> {
-  const B = o.batch, T = cfg.seqLength;
+  const B = o.batch, T = cfg.seqLength, S = cfg.segmentLength;
   const ckptDir = `${o.out}/${CHECKPOINT_DIR}`;
+  // Chunks of K segments: a model of K x S tokens per sequence runs each step chunk by chunk
+  // (all lengths of a mixture through it); K = the whole sequence is one call, as always.
+  const nS = T / S, K = o.chunk ?? nS;
+  if (!Number.isInteger(K) || K < 1 || K > nS) {
+    throw new UserError(`--chunk ${K}: expected whole segments in [1, ${nS}] (seqLength / S)`);
+  }
+  const chunks = Math.ceil(nS / K), chunked = K < nS;
   const start = await startFrom(cfg, o);
-  const model = await InfiniGemma.create(rt, cfg, { B, T, train: true });
+  const model = await InfiniGemma.create(rt, cfg, {
+    B,
+    T: chunked ? K * S : T,
+    train: true,
+    chunks,
+  });
   const optimizer = await Optimizer.create(model, { weightDecay: o.weightDecay });
   // Batches shorter than seqLength (a mixture of lengths) run on models of their length that
-  // share the weights and gradients; the optimizer stays with the full-length model.
+  // share the weights and gradients; the optimizer stays with the full-length model. (Chunked,
+  // every length runs on `model`, its last chunk padded when K does not divide it.)
   const byLength = new Map<number, InfiniGemma>([[T, model]]);
   const modelFor = async (rows: number): Promise<InfiniGemma> => {
     const t = rows / B;
@@ -166,8 +179,12 @@ export async function train(
   // A new run's log starts empty (openLog); its checkpoint must not outlive it either.
   if (start.kind !== "resume") await removeTrainingCheckpoint(o.out);
   io.info(formatConfig(cfg, "model", model.table.count));
+  const pad = chunks * K - nS;
   io.info(
-    `training: ${o.steps} steps x ${B} x ${o.accum} sequences of ${T} tokens, lr ${o.lr}, data ${source.name}`,
+    `training: ${o.steps} steps x ${B} x ${o.accum} sequences of ${T} tokens in chunks of ${K} ` +
+      `segment${K === 1 ? "" : "s"} (${chunks} per sequence${
+        pad ? `, the last padded with ${pad} ignored segment${pad === 1 ? "" : "s"}` : ""
+      }), lr ${o.lr}, data ${source.name}`,
   );
 
   if (o.evalEvery > 0 && source.valBatches === 0) {
@@ -263,12 +280,22 @@ export async function train(
       let stats: Promise<GradStats> | null = null;
       for (let a = 0; a < o.accum; a++) {
         const bt = batchList[a];
-        const m = await modelFor(bt.tokens.length);
         // One submit per micro-batch: its batch upload is queue-ordered before it.
-        m.setBatch(bt.tokens, bt.targets, { weights: bt.weights, lossDenominator: denom });
-        const rec = rt.record(`step ${step}.${a}`);
-        m.recordGrads(rec, { clear: a === 0 });
-        const l = rec.read(m.loss).then((x) => x[0]);
+        const opts = { weights: bt.weights, lossDenominator: denom };
+        let rec: Recorder, l: Promise<number>;
+        if (chunked) {
+          // The whole micro-batch, both sweeps over all its chunks, in this one submit.
+          model.setChunkedBatch(bt.tokens, bt.targets, opts);
+          rec = rt.record(`step ${step}.${a}`);
+          model.recordChunkedGrads(rec, { clear: a === 0 });
+          l = model.readChunkedLoss(rec);
+        } else {
+          const m = await modelFor(bt.tokens.length);
+          m.setBatch(bt.tokens, bt.targets, opts);
+          rec = rt.record(`step ${step}.${a}`);
+          m.recordGrads(rec, { clear: a === 0 });
+          l = rec.read(m.loss).then((x) => x[0]);
+        }
         const prev = loss;
         loss = Promise.all([prev, l]).then(([p, c]) => p + c);
         if (a === o.accum - 1) {
