@@ -227,14 +227,23 @@ export const LIMIT_HELP =
 const UNITS: Record<string, number> = {
   "": 1,
   k: 1e3,
+  kb: 1e3,
   kib: 2 ** 10,
   m: 1e6,
+  mb: 1e6,
   mib: 2 ** 20,
   g: 1e9,
+  gb: 1e9,
   gib: 2 ** 30,
+  t: 1e12,
+  tb: 1e12,
+  tib: 2 ** 40,
 };
 
-/** A byte count: "1048576", "1MiB", "64KiB", "2GiB", "1_000_000" (decimal k/M/G too). */
+/**
+ * A byte count: "1048576", "1MiB", "64KiB", "2GiB", "1_000_000"; decimal k/M/G/T with or
+ * without B ("80GB" is 80e9 bytes, "80GiB" 80 x 2^30).
+ */
 export function parseBytes(flag: string, v: string): number {
   const m = /^(\d[\d_]*)\s*([a-z]*)$/i.exec(v.trim());
   const unit = m ? UNITS[m[2].toLowerCase()] : undefined;

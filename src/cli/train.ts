@@ -16,8 +16,10 @@ import {
   limitFlags,
   listFlag,
   numFlag,
+  parseBytes,
   parseCommand,
 } from "./flags.ts";
+import { defaultChunk, planTarget, printPlan } from "./train_plan.ts";
 import { SUMMARIES } from "./summaries.ts";
 
 const D = TRAIN_DEFAULTS;
@@ -31,6 +33,14 @@ Model:
                          --set memoryUpdate=delta --set infiniLayers=last:2); unknown keys
                          are an error naming the closest valid one
   --print-config         print the resolved config and parameter count, allocate nothing
+  --plan                 print the memory plan (parameters, gradients, moments,
+                         activations, memory state, scratch; the largest buffer and binding
+                         against the adapter's limits), whether it fits, and what to reduce
+                         if not; reads the adapter's limits, allocates nothing
+  --memory BYTES         the memory budget of --plan and of the default chunk (e.g. 80GB,
+                         40GiB; default 80 GB on a GPU adapter, the machine's memory on a
+                         CPU adapter)
+  --json                 with --plan: print one JSON object
 
 Data:
   --data passkey|recall|DIR
@@ -54,8 +64,10 @@ Optimisation:
   --chunk K              run each sequence in chunks of K segments: keep one chunk's
                          activations and the memory state between chunks, recompute the
                          rest in the backward (same loss and gradients, about a third more
-                         compute); default the whole sequence. A sequence whose segments K
-                         does not divide has its last chunk padded with ignored segments
+                         compute). A sequence whose segments K does not divide has its
+                         last chunk padded with ignored segments. Default: the whole
+                         sequence when its plan fits (see --plan), else the largest K
+                         dividing the segments that fits
   --lr X                 peak learning rate (default ${D.lr})
   --warmup N             linear warm-up steps (default ${D.warmup})
   --min-lr-ratio X       final lr / peak lr of the cosine decay (default ${D.minLrRatio})
@@ -99,6 +111,9 @@ export async function run(args: string[]): Promise<number> {
       preset: { type: "string" },
       set: { type: "string", multiple: true, default: [] },
       "print-config": { type: "boolean" },
+      plan: { type: "boolean" },
+      memory: { type: "string" },
+      json: { type: "boolean" },
       data: { type: "string" },
       "answer-weight": { type: "string" },
       "control-share": { type: "string" },
@@ -172,6 +187,13 @@ export async function run(args: string[]): Promise<number> {
     stopAfter: intFlag("stop-after", values["stop-after"], 0, 0),
     initFrom: values["init-from"],
   };
+  const memory = values.memory === undefined ? undefined : parseBytes("memory", values.memory);
+  if (values.json && !values.plan) throw new UsageError("train: --json goes with --plan");
+  if (values.plan) {
+    const target = await planTarget(limitFlags(values.limit));
+    const json = !!values.json;
+    return printPlan(cfg, { preset, batch: o.batch, chunk: o.chunk, memory, target, json });
+  }
   if (o.initFrom && o.resume) {
     throw new UsageError("train: --init-from and --resume exclude each other");
   }
@@ -188,6 +210,7 @@ export async function run(args: string[]): Promise<number> {
   }
   if (!o.resume && !values.overwrite) await refuseToReplace(o.out);
   const rt = await Runtime.create({ limits: limitFlags(values.limit) });
+  o.chunk ??= defaultChunk(cfg, o.batch, rt, memory, (line) => console.error(line));
   let source: BatchSource;
   if (data === "passkey") {
     source = new PasskeySource(cfg, o.seed, {
