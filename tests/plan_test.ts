@@ -214,14 +214,20 @@ Deno.test("plan: bindings are checked against the cap, buffers against maxBuffer
   ok(lp.problems.some((x) => x.includes("maxStorageBufferBindingSize")));
   ok(planTraining(cfg, { batch: 1, chunk: 1, limits: LAVAPIPE_LIMITS, memory: 1e15 }).fits);
   equal(chooseChunk(cfg, 1, LAVAPIPE_LIMITS, 1e15), 1);
-  // Pages keep the parameters within maxBufferSize; an activation over it is a problem.
-  const small = { maxBufferSize: 64 * 2 ** 20, maxStorageBufferBindingSize: 64 * 2 ** 20 };
-  const p = planTraining(cfg, { batch: 1, chunk: 1, limits: small, memory: 1e15 });
+  // Pages keep the parameters within maxBufferSize (the embedding split into row blocks; the
+  // 128 MiB MLP matrices each fit one); an activation over it is a problem.
+  const small = { maxBufferSize: 128 * 2 ** 20, maxStorageBufferBindingSize: 128 * 2 ** 20 };
+  const p = planTraining(cfg, { batch: 2, chunk: 1, limits: small, memory: 1e15 });
   ok(!p.fits);
   ok(p.problems.some((x) => x.includes("over maxBufferSize")));
-  const params = trainingBuffers(cfg, { batch: 1, chunk: 1, limits: small, memory: 1e15 })
+  const params = trainingBuffers(cfg, { batch: 2, chunk: 1, limits: small, memory: 1e15 })
     .filter((b) => b.part === "parameters");
   ok(params.length > 1 && params.every((b) => b.bytes <= small.maxBufferSize));
+  // A weight other than the embedding over a page cannot be split: the plan says so.
+  const tiny = { maxBufferSize: 64 * 2 ** 20, maxStorageBufferBindingSize: 64 * 2 ** 20 };
+  const q = planTraining(cfg, { batch: 1, chunk: 1, limits: tiny, memory: 1e15 });
+  ok(!q.fits);
+  ok(q.problems.some((x) => /mlp.*maxBufferSize/.test(x)), q.problems.join("; "));
 });
 
 Deno.test("plan: the whole sequence is the default chunk when it fits; chunks are 1..nS segments", () => {

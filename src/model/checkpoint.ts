@@ -10,10 +10,17 @@
  * config.json. (Saving a *different* config into an existing directory has a window between
  * the two renames; loading then fails with a clear error when the shapes disagree.)
  *
+ * Both directions can stream tensor by tensor, so that no flat array of every parameter
+ * exists (7.4 GB at seed-2b): `saveCheckpoint` takes the tensors' values as a stream of parts,
+ * and `openModelCheckpoint` checks a checkpoint and reads its tensors (or ranges of them) on
+ * demand. `loadCheckpoint` reads everything into the flat layout (small models, eval, tests).
+ *
  * @example
  * ```ts
  * await saveCheckpoint("runs/a", cfg, params, { step: "100" });
  * const { config, table, params } = await loadCheckpoint("runs/a");
+ * const ck = await openModelCheckpoint("runs/a"); // checked; nothing read yet
+ * const wq = await ck.read("model.layers.0.self_attn.q_proj.weight"); // Float32Array
  * ```
  */
 import { oneLine, UserError } from "../util/errors.ts";
@@ -21,10 +28,10 @@ import { configDiff, type ModelConfig } from "./config.ts";
 import { fromHfConfig, toHfConfig } from "./hf_config.ts";
 import { paramCount, type ParamTable, paramTable } from "./params.ts";
 import {
-  readSafetensors,
+  openSafetensors,
   type SafeTensor,
-  type TensorToWrite,
-  writeSafetensors,
+  type SafetensorsReader,
+  writeSafetensorsStream,
 } from "./safetensors.ts";
 import { isFile, writeFileAtomic } from "../util/files.ts";
 
@@ -42,28 +49,47 @@ export interface Checkpoint {
 }
 
 /**
- * Saves `params` (the flat layout of `paramTable(config)`) and the config into `dir`
- * (created if needed). `metadata` values are stored in the safetensors header.
+ * The weights to save: the flat layout of the config's table, or the tensors' values in table
+ * order (padding excluded) as a stream of f32 parts of any size, e.g. read back from the GPU
+ * piece by piece.
+ */
+export type ParamSource = Float32Array | AsyncIterable<Float32Array>;
+
+/**
+ * Saves `params` and the config into `dir` (created if needed). `metadata` values are stored
+ * in the safetensors header. A stream that yields more or fewer values than the table holds
+ * is an error and leaves the old weights.
  */
 export async function saveCheckpoint(
   dir: string,
   config: Readonly<ModelConfig>,
-  params: Float32Array,
+  params: ParamSource,
   metadata: Readonly<Record<string, string>> = {},
 ): Promise<void> {
   const table = paramTable(config);
-  if (params.length !== table.total) {
+  if (params instanceof Float32Array && params.length !== table.total) {
     throw new Error(`saveCheckpoint: ${params.length} parameters, the table needs ${table.total}`);
   }
   await Deno.mkdir(dir, { recursive: true });
-  const tensors: [string, TensorToWrite][] = table.specs.map((s) => [
-    s.name,
-    { dtype: "F32", shape: s.shape, data: params.subarray(s.offset, s.offset + s.size) },
-  ]);
+  const values = params instanceof Float32Array
+    ? (async function* () {
+      for (const s of table.specs) yield params.subarray(s.offset, s.offset + s.size);
+    })()
+    : params;
   // "format": "pt" lets Hugging Face transformers accept the file.
-  await writeSafetensors(`${dir}/${MODEL_FILE}`, tensors, { format: "pt", ...metadata });
+  await writeSafetensorsStream(
+    `${dir}/${MODEL_FILE}`,
+    table.specs.map((s) => [s.name, { dtype: "F32", shape: s.shape }] as const),
+    f32Bytes(values),
+    { format: "pt", ...metadata },
+  );
   const json = JSON.stringify(toHfConfig(config), null, 2) + "\n";
   await writeFileAtomic(`${dir}/${CONFIG_FILE}`, [new TextEncoder().encode(json)]);
+}
+
+/** f32 arrays as their bytes (views, no copy). */
+async function* f32Bytes(parts: AsyncIterable<Float32Array>): AsyncGenerator<Uint8Array> {
+  for await (const p of parts) yield new Uint8Array(p.buffer, p.byteOffset, p.byteLength);
 }
 
 /**
@@ -75,6 +101,39 @@ export async function loadCheckpoint(
   dir: string,
   opts: { expect?: Readonly<ModelConfig> } = {},
 ): Promise<Checkpoint> {
+  const ck = await openModelCheckpoint(dir, opts);
+  const params = new Float32Array(ck.table.total);
+  const file = await ck.file.open();
+  try {
+    for (const s of ck.table.specs) params.set(await ck.file.read(s.name, { file }), s.offset);
+  } finally {
+    file.close();
+  }
+  return { config: ck.config, table: ck.table, params, metadata: ck.metadata };
+}
+
+/**
+ * A checkpoint whose config and tensor list have been checked against each other (every
+ * check of {@link loadCheckpoint}); the weights are read on demand.
+ */
+export interface ModelCheckpoint {
+  readonly config: ModelConfig;
+  readonly table: ParamTable;
+  readonly metadata: Record<string, string>;
+  /** model.safetensors, header read. */
+  readonly file: SafetensorsReader;
+  /** Elements [start, start + count) of a tensor (default all of it) as f32. */
+  read(name: string, start?: number, count?: number): Promise<Float32Array>;
+}
+
+/**
+ * Reads `dir`/config.json and the header of `dir`/model.safetensors and checks that they
+ * agree, reading no weights (see {@link loadCheckpoint} for the checks and `expect`).
+ */
+export async function openModelCheckpoint(
+  dir: string,
+  opts: { expect?: Readonly<ModelConfig> } = {},
+): Promise<ModelCheckpoint> {
   const configPath = `${dir}/${CONFIG_FILE}`;
   let text: string;
   try {
@@ -112,10 +171,18 @@ export async function loadCheckpoint(
     );
   }
   const table = paramTable(config);
-  const { tensors, metadata } = await readSafetensors(modelPath);
-  const params = new Float32Array(table.total);
-  tensorsToFlat(table, tensors, params, `${modelPath} (with ${CONFIG_FILE})`);
-  return { config, table, params, metadata };
+  const file = await openSafetensors(modelPath);
+  checkTensors(table, file.entries, `${modelPath} (with ${CONFIG_FILE})`);
+  return {
+    config,
+    table,
+    metadata: file.metadata,
+    file,
+    async read(name: string, start?: number, count?: number) {
+      const data = await file.read(name, { start, count });
+      return data instanceof Float32Array ? data : Float32Array.from(data);
+    },
+  };
 }
 
 /** A file's size; a one-line UserError when it is missing or not a file. */
@@ -145,6 +212,20 @@ export function tensorsToFlat<A extends Float32Array | Float64Array>(
   if (out.length !== table.total) {
     throw new Error(`tensorsToFlat: output has ${out.length} elements, table needs ${table.total}`);
   }
+  checkTensors(table, tensors, source);
+  for (const s of table.specs) out.set(tensors.get(s.name)!.data, s.offset);
+  return out;
+}
+
+/**
+ * Checks that every tensor of the table is present with its shape and that no other tensor
+ * is (one-line errors naming the tensor).
+ */
+function checkTensors(
+  table: ParamTable,
+  tensors: ReadonlyMap<string, { readonly shape: readonly number[] }>,
+  source: string,
+): void {
   for (const s of table.specs) {
     const t = tensors.get(s.name);
     if (!t) {
@@ -157,7 +238,6 @@ export function tensorsToFlat<A extends Float32Array | Float64Array>(
         `${source}: tensor '${s.name}' has shape [${t.shape}], the config requires [${s.shape}]`,
       );
     }
-    out.set(t.data, s.offset);
   }
   const extra = [...tensors.keys()].filter((n) => !table.has(n));
   if (extra.length > 0) {
@@ -167,7 +247,6 @@ export function tensorsToFlat<A extends Float32Array | Float64Array>(
       } that the config does not describe`,
     );
   }
-  return out;
 }
 
 /**
@@ -175,12 +254,24 @@ export function tensorsToFlat<A extends Float32Array | Float64Array>(
  * run folder written by `train` (its checkpoint/, or checkpoint.old/ after a cut save).
  */
 export async function openCheckpoint(path: string): Promise<Checkpoint & { dir: string }> {
+  const dir = await findCheckpoint(path);
+  return { ...(await loadCheckpoint(dir)), dir };
+}
+
+/** {@link openCheckpoint} without reading the weights: checked, read on demand. */
+export async function openCheckpointLazy(path: string): Promise<ModelCheckpoint & { dir: string }> {
+  const dir = await findCheckpoint(path);
+  return Object.assign(await openModelCheckpoint(dir), { dir });
+}
+
+/** The checkpoint folder `path` names: itself, or a run folder's checkpoint/ (or .old/). */
+export async function findCheckpoint(path: string): Promise<string> {
   for (const dir of [path, `${path}/checkpoint`, `${path}/checkpoint.old`]) {
     if (await isFile(`${dir}/${CONFIG_FILE}`)) {
       if (!(await isFile(`${dir}/${MODEL_FILE}`))) {
         throw new UserError(`${dir}: has ${CONFIG_FILE} but no ${MODEL_FILE}`);
       }
-      return { ...(await loadCheckpoint(dir)), dir };
+      return dir;
     }
   }
   let exists = false;

@@ -33,10 +33,11 @@ import { Rope } from "../ops/rope.ts";
 import { Xent } from "../ops/xent.ts";
 import { isInfiniLayer, type ModelConfig } from "./config.ts";
 import { type RowBlocks, rowChunks } from "../ops/row_blocks.ts";
-import { ParamBuffers } from "./param_buffers.ts";
+import { ParamBuffers, writeRanges } from "./param_buffers.ts";
 import {
   EMBED,
   FINAL_NORM,
+  initTensor,
   layerNames,
   type PageLayout,
   pageLayout,
@@ -332,9 +333,7 @@ export class InfiniGemma {
     ]);
 
     const params = share ? share.params : ParamBuffers.create(rt, layout, "params");
-    const grads = train
-      ? (share ? share.grads! : ParamBuffers.create(rt, layout, "grads"))
-      : null;
+    const grads = train ? (share ? share.grads! : ParamBuffers.create(rt, layout, "grads")) : null;
     const views = (buf: ParamBuffers, tag: string) => {
       const v = (name: string) => buf.view(name, tag);
       return {
@@ -496,6 +495,22 @@ export class InfiniGemma {
       throw new RangeError(`params: ${flat.length} values, the model has ${this.table.total}`);
     }
     this.params.write(this.rt, flat);
+  }
+
+  /**
+   * Uploads the seeded initial parameters of `initParams(table, cfg, seed)`, tensor by tensor
+   * (never the flat array: 7.4 GB at seed-2b), letting the queue catch up every STREAM_BYTES.
+   */
+  async initParams(seed: number): Promise<void> {
+    const { cfg, params, rt } = this;
+    const specs = this.table.specs;
+    await writeRanges(
+      rt,
+      params,
+      (async function* () {
+        for (const s of specs) yield { start: s.offset, data: initTensor(s, cfg, seed) };
+      })(),
+    );
   }
 
   /** Reads all parameters back (flat, in table layout). */

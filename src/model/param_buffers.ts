@@ -19,7 +19,13 @@
  * const E = params.rowBlocks("model.embed_tokens.weight", "p"); // [{ tensor, row0, rows }]
  * ```
  */
-import type { Recorder, Runtime, Tensor } from "../gpu/runtime.ts";
+import {
+  fmtBytes,
+  GpuUnavailableError,
+  type Recorder,
+  type Runtime,
+  type Tensor,
+} from "../gpu/runtime.ts";
 import type { RowBlocks } from "../ops/row_blocks.ts";
 import type { PageLayout } from "./params.ts";
 
@@ -54,10 +60,10 @@ export class ParamBuffers {
   view(name: string, tag: string): Tensor {
     const b = this.layout.blocks(name);
     if (b.length !== 1) {
-      throw new RangeError(
-        `${name} spans ${b.length} buffers (it is larger than maxBufferSize ${
-          4 * this.layout.pageElements
-        } bytes); only the embedding may be split across buffers`,
+      throw new GpuUnavailableError(
+        `${name} spans ${b.length} buffers (it is over maxBufferSize ${
+          fmtBytes(4 * this.layout.pageElements)
+        }) and has no single view; reduce the model's size`,
       );
     }
     return this.pages[b[0].page].view(b[0].offset, b[0].size, `${tag}:${name}`);
@@ -169,5 +175,28 @@ export async function* readRanges(
     const current = next;
     if (b + 1 < batches.length) next = submit(batches[b + 1]);
     for (const p of current) yield await p;
+  }
+}
+
+/**
+ * Uploads consecutive parts, each `data` at flat element `start`, and lets the queue catch up
+ * after every `budgetBytes` (a submit and a wait), so that the uploads staged by the driver
+ * stay bounded however large the model is.
+ */
+export async function writeRanges(
+  rt: Runtime,
+  bufs: ParamBuffers,
+  parts: AsyncIterable<{ start: number; data: Float32Array }>,
+  budgetBytes = STREAM_BYTES,
+): Promise<void> {
+  let staged = 0;
+  for await (const { start, data } of parts) {
+    bufs.write(rt, data, start);
+    staged += data.byteLength;
+    if (staged >= budgetBytes) {
+      rt.submit(rt.record("upload"));
+      await rt.sync();
+      staged = 0;
+    }
   }
 }

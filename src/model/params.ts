@@ -18,6 +18,7 @@
  * ```
  */
 import { isInfiniLayer, type ModelConfig } from "./config.ts";
+import { fmtBytes, GpuUnavailableError } from "../gpu/runtime.ts";
 import { ROW_BLOCK_ALIGN } from "../ops/row_blocks.ts";
 import { Rng } from "../util/rng.ts";
 
@@ -88,8 +89,10 @@ export interface TensorBlock {
  * a tensor larger than a whole page (the tied embedding of a large vocabulary) is cut into
  * blocks of whole rows of its first axis, starting at multiples of ROW_BLOCK_ALIGN (64) rows:
  * it first fills what the current page has left, then whole pages, and its last block shares
- * its page with the tensors after it. With everything within one buffer there is one page,
- * the flat layout itself.
+ * its page with the tensors after it. Only tensors the ops take as row blocks may be split
+ * (`split`, by default the tied embedding alone); any other tensor larger than a page is a
+ * GpuUnavailableError naming it and the limit. With everything within one buffer there is one
+ * page, the flat layout itself.
  */
 export interface PageLayout {
   readonly table: ParamTable;
@@ -102,7 +105,12 @@ export interface PageLayout {
 }
 
 /** Lays the table out in pages of at most `maxBufferBytes` bytes (see {@link PageLayout}). */
-export function pageLayout(table: ParamTable, maxBufferBytes: number): PageLayout {
+export function pageLayout(
+  table: ParamTable,
+  maxBufferBytes: number,
+  opts: { split?: (name: string) => boolean } = {},
+): PageLayout {
+  const split = opts.split ?? ((name: string) => name === EMBED);
   const cap = Math.floor(maxBufferBytes / 4 / PARAM_ALIGN) * PARAM_ALIGN;
   if (!(cap >= PARAM_ALIGN)) {
     throw new RangeError(`page layout: maxBufferSize ${maxBufferBytes} is below 256 bytes`);
@@ -130,11 +138,16 @@ export function pageLayout(table: ParamTable, maxBufferBytes: number): PageLayou
     // Larger than a page: blocks of whole rows, each a multiple of ROW_BLOCK_ALIGN rows but
     // the last.
     const rowsIn = (room: number) => Math.floor(room / rowLen / ROW_BLOCK_ALIGN) * ROW_BLOCK_ALIGN;
-    if (rowsIn(cap) === 0) {
-      throw new RangeError(
-        `page layout: ${ROW_BLOCK_ALIGN} rows of ${s.name} [${s.shape}] (${
-          4 * ROW_BLOCK_ALIGN * rowLen
-        } bytes) exceed maxBufferSize ${maxBufferBytes}`,
+    if (!split(s.name) || rowsIn(cap) === 0) {
+      const what = split(s.name)
+        ? `${ROW_BLOCK_ALIGN} rows of ${s.name} [${s.shape}] need ${
+          fmtBytes(4 * ROW_BLOCK_ALIGN * rowLen)
+        }`
+        : `${s.name} [${s.shape}] needs ${fmtBytes(4 * s.size)}`;
+      throw new GpuUnavailableError(
+        `${what} but the adapter's maxBufferSize is ${fmtBytes(maxBufferBytes)} (only the ` +
+          `embedding is split across buffers, in blocks of ${ROW_BLOCK_ALIGN} rows); reduce ` +
+          `the model's size (hiddenSize, intermediateSize, heads x headDim)`,
       );
     }
     const list: TensorBlock[] = [];
@@ -262,14 +275,27 @@ export function initParams(
   seed: number,
 ): Float32Array {
   const out = new Float32Array(table.total);
-  for (const s of table.specs) {
-    const dst = out.subarray(s.offset, s.offset + s.size);
-    if (s.init === "normal") {
-      const rng = new Rng(tensorSeed(seed, s.name));
-      for (let i = 0; i < s.size; i++) dst[i] = rng.normal() * cfg.initStd;
-    } else if (s.init === "beta") {
-      dst.fill(cfg.betaInit);
-    }
+  for (const s of table.specs) initTensor(s, cfg, seed, out.subarray(s.offset, s.offset + s.size));
+  return out;
+}
+
+/**
+ * One tensor's values of {@link initParams} (into `out` when given, of s.size elements), so
+ * that a large model can be initialised tensor by tensor without the flat array.
+ */
+export function initTensor(
+  s: ParamSpec,
+  cfg: Readonly<ModelConfig>,
+  seed: number,
+  out = new Float32Array(s.size),
+): Float32Array {
+  if (s.init === "normal") {
+    const rng = new Rng(tensorSeed(seed, s.name));
+    for (let i = 0; i < s.size; i++) out[i] = rng.normal() * cfg.initStd;
+  } else if (s.init === "beta") {
+    out.fill(cfg.betaInit);
+  } else {
+    out.fill(0);
   }
   return out;
 }

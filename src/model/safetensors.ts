@@ -10,6 +10,11 @@
  * bytes). Errors are one line naming the file and tensor; I/O errors become such errors too.
  * Writes are atomic: a temporary file in the same directory, fsync, rename, fsync directory.
  *
+ * Large files stream: {@link openSafetensors} validates the header and then reads any tensor,
+ * or any range of its elements, on demand; {@link writeSafetensorsStream} writes the header
+ * from the shapes and then the data as it is produced. Neither holds more than the caller asks
+ * for (a model's checkpoint is read and written tensor by tensor, never as one array).
+ *
  * @example
  * ```ts
  * await writeSafetensors("w.safetensors", [["w", { dtype: "F32", shape: [2], data: new Float32Array([1, 2]) }]]);
@@ -247,33 +252,122 @@ export function decodeSafetensors(bytes: Uint8Array, source = "safetensors"): Sa
  * the header against the file's size.
  */
 export async function readSafetensors(path: string): Promise<SafetensorsFile> {
-  let file: Deno.FsFile;
+  const r = await openSafetensors(path);
+  const file = await r.open();
   try {
-    file = await Deno.open(path, { read: true });
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new UserError(`${path}: no such file`);
-    throw new UserError(`${path}: cannot open (${oneLine(String((e as Error).message ?? e))})`);
+    const tensors = new Map<string, SafeTensor>();
+    for (const [name, e] of r.entries) {
+      tensors.set(name, { dtype: e.dtype, shape: e.shape, data: await r.read(name, { file }) });
+    }
+    return { tensors, metadata: r.metadata };
+  } finally {
+    file.close();
   }
+}
+
+/** A tensor's header entry: dtype, shape and its bytes [begin, end) in the data section. */
+export interface SafeEntry {
+  readonly dtype: SafeDType;
+  readonly shape: readonly number[];
+  readonly begin: number;
+  readonly end: number;
+}
+
+/** A safetensors file whose header has been read and validated; data is read on demand. */
+export interface SafetensorsReader {
+  readonly path: string;
+  /** The tensors in header order (the file's JSON order). */
+  readonly entries: ReadonlyMap<string, SafeEntry>;
+  readonly metadata: Record<string, string>;
+  /**
+   * Elements [start, start + count) of a tensor (default all), widened like
+   * {@link readSafetensors}. Opens the file for the call unless given `file` (from `open`).
+   */
+  read(
+    name: string,
+    range?: { start?: number; count?: number; file?: Deno.FsFile },
+  ): Promise<Float32Array | Float64Array>;
+  /** The file, opened for several `read`s; the caller closes it. */
+  open(): Promise<Deno.FsFile>;
+}
+
+/**
+ * Opens a safetensors file and validates its header against the file's size (every check of
+ * {@link readSafetensors} but reading the data), without keeping the file open: each `read`
+ * opens it again and checks that its size has not changed.
+ */
+export async function openSafetensors(path: string): Promise<SafetensorsReader> {
+  const file = await openFile(path);
+  let size: number, dataStart: number, parsed: ReturnType<typeof parseHeader>;
   try {
     const st = await file.stat();
     if (!st.isFile) throw new UserError(`${path}: not a file`);
-    const size = st.size;
+    size = st.size;
     const first8 = new Uint8Array(8);
     if (size >= 8) await readExactAt(file, 0, first8, path);
     const n = headerLength(first8, size, path);
     const header = new Uint8Array(n);
     await readExactAt(file, 8, header, path);
-    const dataStart = 8 + n;
-    const { entries, metadata } = parseHeader(header, size - dataStart, path);
-    const tensors = new Map<string, SafeTensor>();
-    for (const e of entries) {
-      const bytes = new Uint8Array(e.end - e.begin);
-      await readExactAt(file, dataStart + e.begin, bytes, `${path}: tensor '${oneLine(e.name)}'`);
-      tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data: decodeData(e.dtype, bytes) });
-    }
-    return { tensors, metadata };
+    dataStart = 8 + n;
+    parsed = parseHeader(header, size - dataStart, path);
   } finally {
     file.close();
+  }
+  const entries = new Map<string, SafeEntry>(
+    parsed.entries.map((
+      e,
+    ) => [e.name, { dtype: e.dtype, shape: e.shape, begin: e.begin, end: e.end }]),
+  );
+  const open = async () => {
+    const f = await openFile(path);
+    const now = (await f.stat()).size;
+    if (now !== size) {
+      f.close();
+      throw new UserError(`${path}: changed while being read (${size} bytes, now ${now})`);
+    }
+    return f;
+  };
+  return {
+    path,
+    entries,
+    metadata: parsed.metadata,
+    open,
+    async read(name, range = {}) {
+      const e = entries.get(name);
+      if (!e) throw new Error(`${path}: no tensor '${name}'`);
+      const bpe = DTYPE_BYTES[e.dtype], elements = (e.end - e.begin) / bpe;
+      const start = range.start ?? 0, count = range.count ?? elements - start;
+      if (
+        !(Number.isSafeInteger(start) && Number.isSafeInteger(count) && start >= 0 && count >= 0 &&
+          start + count <= elements)
+      ) {
+        throw new RangeError(
+          `${path}: elements [${start}, ${start + count}) of '${name}' (${elements})`,
+        );
+      }
+      const f = range.file ?? await open();
+      try {
+        const bytes = new Uint8Array(count * bpe);
+        await readExactAt(
+          f,
+          dataStart + e.begin + start * bpe,
+          bytes,
+          `${path}: tensor '${oneLine(name)}'`,
+        );
+        return decodeData(e.dtype, bytes);
+      } finally {
+        if (!range.file) f.close();
+      }
+    },
+  };
+}
+
+async function openFile(path: string): Promise<Deno.FsFile> {
+  try {
+    return await Deno.open(path, { read: true });
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new UserError(`${path}: no such file`);
+    throw new UserError(`${path}: cannot open (${oneLine(String((e as Error).message ?? e))})`);
   }
 }
 
@@ -312,6 +406,36 @@ function layout(
   tensors: TensorList,
   metadata: Readonly<Record<string, string>>,
 ): { header: Uint8Array; chunks: Uint8Array[] } {
+  const chunks: Uint8Array[] = [];
+  const shapes: [string, TensorShape][] = [];
+  for (const [name, t] of tensors) {
+    const elements = t.shape.reduce((a, b) => a * b, 1);
+    const want = t.dtype === "F64" ? Float64Array : Float32Array;
+    if (!(t.data instanceof want) || t.data.length !== elements) {
+      throw new TypeError(
+        `tensor '${name}': ${t.data.constructor.name}(${t.data.length}) does not match ${t.dtype} [${t.shape}]`,
+      );
+    }
+    chunks.push(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+    shapes.push([name, t]);
+  }
+  return { header: headerFor(shapes, metadata).header, chunks };
+}
+
+/** A tensor to write, without its data: dtype and shape. */
+export interface TensorShape {
+  readonly dtype: "F32" | "F64";
+  readonly shape: readonly number[];
+}
+
+/**
+ * The header bytes of a file holding `tensors` back to back in this order (length prefix
+ * included, the JSON padded with spaces to a multiple of 8), and the data section's size.
+ */
+function headerFor(
+  tensors: Iterable<readonly [string, TensorShape]>,
+  metadata: Readonly<Record<string, string>>,
+): { header: Uint8Array; dataBytes: number } {
   requireLittleEndian();
   const json: Record<string, unknown> = {};
   if (Object.keys(metadata).length > 0) {
@@ -320,23 +444,14 @@ function layout(
     }
     json.__metadata__ = metadata;
   }
-  const chunks: Uint8Array[] = [];
   let at = 0;
   for (const [name, t] of tensors) {
     if (name === "__metadata__" || name in json) {
       throw new TypeError(`tensor name '${name}' is reserved or repeated`);
     }
-    const elements = t.shape.reduce((a, b) => a * b, 1);
-    const want = t.dtype === "F64" ? Float64Array : Float32Array;
-    if (!(t.data instanceof want) || t.data.length !== elements) {
-      throw new TypeError(
-        `tensor '${name}': ${t.data.constructor.name}(${t.data.length}) does not match ${t.dtype} [${t.shape}]`,
-      );
-    }
-    const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-    json[name] = { dtype: t.dtype, shape: [...t.shape], data_offsets: [at, at + bytes.length] };
-    chunks.push(bytes);
-    at += bytes.length;
+    const bytes = t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype];
+    json[name] = { dtype: t.dtype, shape: [...t.shape], data_offsets: [at, at + bytes] };
+    at += bytes;
   }
   let text = JSON.stringify(json);
   const raw = new TextEncoder().encode(text);
@@ -345,7 +460,7 @@ function layout(
   const header = new Uint8Array(8 + body.length);
   new DataView(header.buffer).setBigUint64(0, BigInt(body.length), true);
   header.set(body, 8);
-  return { header, chunks };
+  return { header, dataBytes: at };
 }
 
 /** Encodes tensors and metadata as one safetensors byte array (small files and tests). */
@@ -372,4 +487,36 @@ export async function writeSafetensors(
 ): Promise<void> {
   const { header, chunks } = layout(tensors, metadata);
   await writeFileAtomic(path, [header, ...chunks]);
+}
+
+/**
+ * Writes a safetensors file atomically from the tensors' shapes and their data as a stream:
+ * `data` yields the bytes of every tensor, in the order of `tensors`, in parts of any size
+ * (e.g. one part per piece read back from the GPU). The file is the one
+ * {@link writeSafetensors} writes for the same values; when `data` yields more or fewer bytes
+ * than the shapes need, nothing is written (the temporary file is removed) and it throws.
+ */
+export async function writeSafetensorsStream(
+  path: string,
+  tensors: Iterable<readonly [string, TensorShape]>,
+  data: AsyncIterable<Uint8Array>,
+  metadata: Readonly<Record<string, string>> = {},
+): Promise<void> {
+  const { header, dataBytes } = headerFor(tensors, metadata);
+  async function* all(): AsyncGenerator<Uint8Array> {
+    yield header;
+    let n = 0;
+    for await (const part of data) {
+      n += part.length;
+      if (n > dataBytes) break;
+      yield part;
+    }
+    if (n !== dataBytes) {
+      throw new Error(
+        `${path}: the tensors' data is ${n > dataBytes ? "over" : n} bytes, ` +
+          `the header says ${dataBytes}`,
+      );
+    }
+  }
+  await writeFileAtomic(path, all());
 }

@@ -9,16 +9,26 @@
  * checkpoint.old, checkpoint.tmp -> checkpoint, and checkpoint.old removed. A kill at any
  * point leaves either checkpoint/ or checkpoint.old/ complete; the reader looks at both
  * (checkpoint.tmp/ is never read: it may be half written).
+ *
+ * Saving and restoring stream: the parameters tensor by tensor and the moments in flat ranges,
+ * each in parts of at most STREAM_BYTES read back from (or uploaded to) the GPU pages, so the
+ * host never holds a flat copy of the model (7.4 GB per array at seed-2b). The files are the
+ * same bytes a flat write gives.
  */
 import type { Runtime } from "../gpu/runtime.ts";
-import { loadCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
+import { type ModelCheckpoint, openModelCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
 import type { ModelConfig } from "../model/config.ts";
 import type { InfiniGemma } from "../model/model.ts";
-import { readSafetensors, writeSafetensors } from "../model/safetensors.ts";
+import { readRanges, STREAM_BYTES, writeRanges } from "../model/param_buffers.ts";
+import {
+  openSafetensors,
+  type SafetensorsReader,
+  writeSafetensorsStream,
+} from "../model/safetensors.ts";
 import { UserError } from "../util/errors.ts";
 import { exists, writeTextAtomic } from "../util/files.ts";
 import { LOG_FILE } from "./log.ts";
-import type { Moments, Optimizer } from "./optimizer.ts";
+import type { Optimizer } from "./optimizer.ts";
 import type { TrainOptions } from "./options.ts";
 
 export const CHECKPOINT_DIR = "checkpoint";
@@ -49,14 +59,18 @@ export interface TrainingInfo {
   batches: number;
 }
 
-/** A training checkpoint read from disk, ready to upload. */
+/**
+ * A training checkpoint found on disk and checked (config, tensor shapes, moment lengths,
+ * trainer state), ready to upload; the weights and moments are read while uploading.
+ */
 export interface TrainingCheckpoint {
   /** The directory it was read from (checkpoint/, or checkpoint.old/ after a cut swap). */
   dir: string;
   config: ModelConfig;
-  /** Flat, in the table layout of `config`. */
-  params: Float32Array;
-  moments: Moments;
+  /** model.safetensors and config.json, checked against each other. */
+  model: ModelCheckpoint;
+  /** optimizer.safetensors: `adam_m` and `adam_v`, each flat in the table layout of `config`. */
+  optimizer: SafetensorsReader;
   step: number;
   batches: number;
 }
@@ -73,21 +87,24 @@ export async function saveTrainingCheckpoint(
   info: TrainingInfo,
 ): Promise<void> {
   const dir = `${out}/${CHECKPOINT_DIR}`, tmp = `${dir}.tmp`, old = `${dir}.old`;
-  const rec = rt.record("checkpoint");
-  const p = model.params.read(rec);
-  const moments = optimizer.readMoments(rec);
-  rt.submit(rec);
-  const [params, { m, v }] = await Promise.all([p, moments]);
   const step = String(info.step);
+  const { table } = model;
   await Deno.remove(tmp, { recursive: true }).catch(() => {});
   await Deno.mkdir(tmp, { recursive: true });
-  await saveCheckpoint(tmp, info.config, params, { step, tokenizer: info.source.tokenizer });
-  await writeSafetensors(
+  // The weights tensor by tensor (padding left out), the moments as their flat arrays.
+  const ranges = table.specs.map((s) => ({ start: s.offset, length: s.size }));
+  await saveCheckpoint(tmp, info.config, readRanges(rt, model.params, ranges), {
+    step,
+    tokenizer: info.source.tokenizer,
+  });
+  const all = [{ start: 0, length: table.total }];
+  await writeSafetensorsStream(
     `${tmp}/${OPTIMIZER_FILE}`,
     [
-      ["adam_m", { dtype: "F32", shape: [m.length], data: m }],
-      ["adam_v", { dtype: "F32", shape: [v.length], data: v }],
+      ["adam_m", { dtype: "F32", shape: [table.total] }],
+      ["adam_v", { dtype: "F32", shape: [table.total] }],
     ],
+    bytesOf([readRanges(rt, optimizer.m, all), readRanges(rt, optimizer.v, all)]),
     { step },
   );
   const state: TrainerState = {
@@ -120,7 +137,7 @@ export async function readTrainingCheckpoint(out: string): Promise<TrainingCheck
     if (await exists(`${dir}.old`)) dir = `${dir}.old`;
     else return null;
   }
-  const ck = await loadCheckpoint(dir);
+  const ck = await openModelCheckpoint(dir);
   const stateText = await Deno.readTextFile(`${dir}/${TRAINER_FILE}`).catch(() => {
     throw new UserError(
       `${dir}: no ${TRAINER_FILE}; this checkpoint cannot be resumed (it can be evaluated)`,
@@ -138,10 +155,11 @@ export async function readTrainingCheckpoint(out: string): Promise<TrainingCheck
   ) {
     throw new UserError(`${dir}/${TRAINER_FILE}: not a trainer state file`);
   }
-  const opt = await readSafetensors(`${dir}/${OPTIMIZER_FILE}`);
-  const mm = opt.tensors.get("adam_m"), vv = opt.tensors.get("adam_v");
+  const opt = await openSafetensors(`${dir}/${OPTIMIZER_FILE}`);
+  const mm = opt.entries.get("adam_m"), vv = opt.entries.get("adam_v");
   const total = ck.table.total;
-  if (!mm || !vv || mm.data.length !== total || vv.data.length !== total) {
+  const length = (e: typeof mm) => e ? e.shape.reduce((a, b) => a * b, 1) : -1;
+  if (length(mm) !== total || length(vv) !== total) {
     throw new UserError(`${dir}/${OPTIMIZER_FILE}: moments missing or not ${total} long`);
   }
   if (ck.metadata.step !== undefined && ck.metadata.step !== String(state.step)) {
@@ -152,21 +170,75 @@ export async function readTrainingCheckpoint(out: string): Promise<TrainingCheck
   return {
     dir,
     config: ck.config,
-    params: ck.params,
-    moments: { m: Float32Array.from(mm.data), v: Float32Array.from(vv.data) },
+    model: ck,
+    optimizer: opt,
     step: state.step,
     batches: state.batches,
   };
 }
 
-/** Uploads a checkpoint read by `readTrainingCheckpoint` into the model and its optimizer. */
-export function restoreTrainingCheckpoint(
+/**
+ * Uploads a checkpoint found by `readTrainingCheckpoint` into the model and its optimizer,
+ * streaming: each tensor, then each moment, in parts of at most STREAM_BYTES. Padding
+ * between tensors is left as the model holds it (zero); the moments' padding is uploaded as
+ * stored.
+ */
+export async function restoreTrainingCheckpoint(
   model: InfiniGemma,
   optimizer: Optimizer,
   ck: TrainingCheckpoint,
-): void {
-  model.setParams(ck.params);
-  optimizer.setMoments(ck.moments);
+): Promise<void> {
+  await uploadWeights(model, ck.model);
+  const total = model.table.total;
+  for (const [name, bufs] of [["adam_m", optimizer.m], ["adam_v", optimizer.v]] as const) {
+    await writeRanges(
+      model.rt,
+      bufs,
+      parts(total, async (start, count) => {
+        const data = await ck.optimizer.read(name, { start, count });
+        return data instanceof Float32Array ? data : Float32Array.from(data);
+      }),
+    );
+  }
+}
+
+/**
+ * Uploads a model checkpoint's weights (checked against the model's config by the caller)
+ * into `model`, tensor by tensor, each in parts of at most STREAM_BYTES.
+ */
+export async function uploadWeights(model: InfiniGemma, ck: ModelCheckpoint): Promise<void> {
+  const specs = model.table.specs;
+  await writeRanges(
+    model.rt,
+    model.params,
+    (async function* () {
+      for (const s of specs) {
+        yield* parts(s.size, (start, count) => ck.read(s.name, start, count), s.offset);
+      }
+    })(),
+  );
+}
+
+/**
+ * Elements [0, n) in consecutive parts of at most STREAM_BYTES, each fetched by `read` and
+ * placed at flat element `at` + its start.
+ */
+async function* parts(
+  n: number,
+  read: (start: number, count: number) => Promise<Float32Array>,
+  at = 0,
+): AsyncGenerator<{ start: number; data: Float32Array }> {
+  const per = STREAM_BYTES / 4;
+  for (let s = 0; s < n; s += per) {
+    yield { start: at + s, data: await read(s, Math.min(per, n - s)) };
+  }
+}
+
+/** Streams of f32 values, one after another, as bytes (views, no copy). */
+async function* bytesOf(streams: AsyncIterable<Float32Array>[]): AsyncGenerator<Uint8Array> {
+  for (const s of streams) {
+    for await (const p of s) yield new Uint8Array(p.buffer, p.byteOffset, p.byteLength);
+  }
 }
 
 /**

@@ -17,10 +17,9 @@
 import { UserError } from "../util/errors.ts";
 import { IGNORE_TARGET } from "../util/targets.ts";
 import type { Recorder, Runtime } from "../gpu/runtime.ts";
-import { type Checkpoint, openCheckpoint } from "../model/checkpoint.ts";
+import { type ModelCheckpoint, openCheckpointLazy } from "../model/checkpoint.ts";
 import { configDiff, formatConfig, type ModelConfig, sameConfig } from "../model/config.ts";
 import { InfiniGemma } from "../model/model.ts";
-import { initParams } from "../model/params.ts";
 import type { GradStats } from "../ops/adamw.ts";
 import { validate, type ValLog } from "../eval/validate.ts";
 import {
@@ -30,6 +29,7 @@ import {
   restoreTrainingCheckpoint,
   saveTrainingCheckpoint,
   type TrainingCheckpoint,
+  uploadWeights,
 } from "./checkpoint.ts";
 import type { Batch, BatchSource } from "../data/batch.ts";
 import { InterruptWatcher } from "./interrupt.ts";
@@ -61,7 +61,7 @@ export interface TrainIO {
 /** Where a run starts: a new model, another run's weights, or its own checkpoint. */
 type Start =
   | { kind: "new" }
-  | { kind: "init"; ck: Checkpoint & { dir: string } }
+  | { kind: "init"; ck: ModelCheckpoint & { dir: string } }
   | { kind: "resume"; ck: TrainingCheckpoint };
 
 /**
@@ -82,7 +82,7 @@ async function startFrom(cfg: Readonly<ModelConfig>, o: TrainOptions): Promise<S
     return { kind: "resume", ck };
   }
   if (o.initFrom) {
-    const ck = await openCheckpoint(o.initFrom);
+    const ck = await openCheckpointLazy(o.initFrom);
     // Neither length changes a tensor: a staged schedule lengthens the sequence, and a model
     // may move to longer segments (RoPE positions are relative).
     const diff = configDiff(
@@ -150,7 +150,7 @@ export async function train(
 
   let step = 0, batches = 0;
   if (start.kind === "resume") {
-    restoreTrainingCheckpoint(model, optimizer, start.ck);
+    await restoreTrainingCheckpoint(model, optimizer, start.ck);
     step = start.ck.step;
     batches = start.ck.batches;
     if (step >= o.steps) {
@@ -170,10 +170,10 @@ export async function train(
     }
     io.info(`resumed from ${ckptDir} at step ${step}`);
   } else if (start.kind === "init") {
-    model.setParams(start.ck.params);
+    await uploadWeights(model, start.ck);
     io.info(`initialised from ${start.ck.dir} (step ${start.ck.metadata.step ?? "?"})`);
   } else {
-    model.setParams(initParams(model.table, cfg, o.seed));
+    await model.initParams(o.seed);
   }
   await Deno.mkdir(o.out, { recursive: true });
   // A new run's log starts empty (openLog); its checkpoint must not outlive it either.

@@ -5,9 +5,13 @@
 /**
  * Writes `chunks` to `path` atomically: a temporary file in the same directory, fsync, rename
  * over `path`, then fsync of the directory. A crash at any moment leaves either the old file
- * or the new one, never a torn one. The temporary file is removed on failure.
+ * or the new one, never a torn one. The temporary file is removed on failure (an error thrown
+ * by an async `chunks` included, so a producer can abandon a write that went wrong).
  */
-export async function writeFileAtomic(path: string, chunks: Iterable<Uint8Array>): Promise<void> {
+export async function writeFileAtomic(
+  path: string,
+  chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>,
+): Promise<void> {
   const slash = path.lastIndexOf("/");
   const dir = slash >= 0 ? path.slice(0, slash) || "/" : ".";
   const base = path.slice(slash + 1);
@@ -15,7 +19,7 @@ export async function writeFileAtomic(path: string, chunks: Iterable<Uint8Array>
   const file = await Deno.open(tmp, { write: true, createNew: true });
   let ok = false;
   try {
-    for (const c of chunks) {
+    for await (const c of chunks) {
       let done = 0;
       while (done < c.length) done += await file.write(c.subarray(done));
     }
