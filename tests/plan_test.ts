@@ -303,6 +303,21 @@ Deno.test("train --plan: without an adapter, planned against lavapipe's limits, 
   ok(text.includes("fits: yes"), text);
 });
 
+Deno.test("train --plan: without permission to read the machine's memory there is no budget, only limits", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-read", "--allow-env", "main.ts", "train", "--preset", "tiny", "--plan"],
+    cwd: new URL("..", import.meta.url).pathname,
+    // Planned as on a CPU adapter (none at all): the machine's memory would be the budget.
+    env: { NO_COLOR: "1", DENO_WEBGPU_BACKEND: "dx12" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  ok(text.includes("budget: unlimited (none: this machine's memory"), text);
+  ok(text.includes("fits: yes"), text);
+});
+
 Deno.test("train: --json without --plan, and a bad --memory, are usage errors", async () => {
   const a = await cli("train", "--json");
   equal(a.code, 2);

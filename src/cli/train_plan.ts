@@ -125,14 +125,35 @@ export function defaultChunk(
   return k;
 }
 
-/** The default --memory for a target, and how it was chosen. */
+/**
+ * The default --memory for a target, and how it was chosen. On a CPU adapter without permission
+ * to read the machine's memory (--allow-sys) there is no budget (Infinity): only the limits
+ * are checked.
+ */
 export function defaultMemory(target: PlanTarget): { bytes: number; source: string } {
   if (target.cpu) {
-    const total = Deno.systemMemoryInfo().total;
+    const total = systemMemory();
     const why = target.found ? "CPU adapter" : "no adapter";
+    if (total === null) {
+      return {
+        bytes: Infinity,
+        source: `none: this machine's memory (${why}) is unreadable without --allow-sys; ` +
+          `give --memory`,
+      };
+    }
     return { bytes: total, source: `this machine's memory (${why})` };
   }
   return { bytes: GPU_MEMORY_DEFAULT, source: "80 GB (GPU adapter default)" };
+}
+
+/** The machine's memory, or null without permission to read it (never prompts). */
+function systemMemory(): number | null {
+  try {
+    const q = Deno.permissions.querySync({ name: "sys", kind: "systemMemoryInfo" });
+    return q.state === "granted" ? Deno.systemMemoryInfo().total : null;
+  } catch {
+    return null;
+  }
 }
 
 /**

@@ -491,6 +491,7 @@ export function advice(cfg: Readonly<ModelConfig>, req: PlanRequest): string[] {
 
 /** Bytes in decimal units, as memory budgets are quoted ("80.00 GB", "4.92 MB"). */
 export function fmtSize(n: number): string {
+  if (n === Infinity) return "unlimited";
   if (n >= 1e9) return `${(n / 1e9).toFixed(2)} GB`;
   if (n >= 1e6) return `${(n / 1e6).toFixed(2)} MB`;
   if (n >= 1e3) return `${(n / 1e3).toFixed(2)} kB`;
