@@ -92,8 +92,10 @@ export async function planTarget(
 
 /**
  * train's default --chunk on `rt`: undefined (the whole sequence) when it fits the adapter's
- * limits and the budget (`memory`, default as for --plan), otherwise the largest chunk that
- * does (chooseChunk), or 1 segment when none does; a line to `info` says which and why.
+ * limits and the budget (`memory`, default as for --plan), otherwise the largest chunk dividing
+ * the segments that does (chooseChunk), said in a line to `info`. When nothing fits, undefined
+ * too: the run then stops with the runtime's own one-line error naming the buffer or binding
+ * (`train --plan` says what would fit).
  */
 export function defaultChunk(
   cfg: Readonly<ModelConfig>,
@@ -110,17 +112,13 @@ export function defaultChunk(
   const mem = memory === undefined ? defaultMemory(target) : { bytes: memory, source: "--memory" };
   const nS = cfg.seqLength / cfg.segmentLength;
   const k = chooseChunk(cfg, batch, limits, mem.bytes);
-  if (k === nS) return undefined;
+  if (k === nS || k === null) return undefined;
   const whole = planTraining(cfg, { batch, limits, memory: mem.bytes });
-  const why = `the whole sequence does not fit (${whole.problems.join("; ")})`;
-  if (k === null) {
-    info(`train: ${why}, nor does any chunk; trying chunks of 1 segment (see 'train --plan')`);
-    return 1;
-  }
   const p = planTraining(cfg, { batch, chunk: k, limits, memory: mem.bytes });
   info(
-    `train: ${why}; training in chunks of ${k} segment${k === 1 ? "" : "s"} ` +
-      `(--chunk ${k}, ${fmtSize(p.totalBytes)} planned of ${fmtSize(mem.bytes)}, ${mem.source})`,
+    `train: the whole sequence does not fit (${whole.problems.join("; ")}); training in ` +
+      `chunks of ${k} segment${k === 1 ? "" : "s"} (--chunk ${k}, ${fmtSize(p.totalBytes)} ` +
+      `planned of ${fmtSize(mem.bytes)}, ${mem.source})`,
   );
   return k;
 }
