@@ -142,6 +142,37 @@ gpuTest(
   },
 );
 
+gpuTest(
+  "plan: a mixture of lengths without chunks adds a model per shorter length (train --segments)",
+  async (rt) => {
+    const cfg = resolveConfig("tiny", []); // 4 segments of 32
+    const B = 3, lengths = [2, 3, 4, 3];
+    const plan = planTraining(cfg, { batch: B, limits: limitsOf(rt), memory: 1e15, lengths });
+    const before = rt.allocatedBytes;
+    // As the trainer does: the full-length model and its optimizer, then one model per shorter
+    // length sharing the weights and gradients.
+    const model = await InfiniGemma.create(rt, cfg, { B, T: cfg.seqLength, train: true });
+    await Optimizer.create(model, { weightDecay: 0.1 });
+    for (const n of [2, 3]) {
+      await InfiniGemma.create(rt, cfg, { B, T: n * cfg.segmentLength, train: true, share: model });
+    }
+    const real = rt.allocatedBytes - before;
+    equal(plan.totalBytes, real, `planned ${plan.totalBytes} bytes, the runtime allocated ${real}`);
+    // In chunks, every length runs through the one chunked model: no extra models.
+    const chunked = planTraining(cfg, {
+      batch: B,
+      chunk: 2,
+      limits: limitsOf(rt),
+      memory: 1e15,
+      lengths,
+    });
+    equal(
+      chunked.totalBytes,
+      planTraining(cfg, { batch: B, chunk: 2, limits: limitsOf(rt), memory: 1e15 }).totalBytes,
+    );
+  },
+);
+
 Deno.test("plan: the parts add up to the total, and parameters, gradients, moments are 16 bytes per table entry", () => {
   const cfg = resolveConfig("seed-2b", []);
   const table = paramTable(cfg);

@@ -187,13 +187,6 @@ export async function run(args: string[]): Promise<number> {
     stopAfter: intFlag("stop-after", values["stop-after"], 0, 0),
     initFrom: values["init-from"],
   };
-  const memory = values.memory === undefined ? undefined : parseBytes("memory", values.memory);
-  if (values.json && !values.plan) throw new UsageError("train: --json goes with --plan");
-  if (values.plan) {
-    const target = await planTarget(limitFlags(values.limit));
-    const json = !!values.json;
-    return printPlan(cfg, { preset, batch: o.batch, chunk: o.chunk, memory, target, json });
-  }
   if (o.initFrom && o.resume) {
     throw new UsageError("train: --init-from and --resume exclude each other");
   }
@@ -208,9 +201,16 @@ export async function run(args: string[]): Promise<number> {
       throw new UsageError(`--segments '${values.segments}': every length must be >= 2 segments`);
     }
   }
+  const memory = values.memory === undefined ? undefined : parseBytes("memory", values.memory);
+  if (values.json && !values.plan) throw new UsageError("train: --json goes with --plan");
+  if (values.plan) {
+    const target = await planTarget(limitFlags(values.limit));
+    const { batch, chunk } = o, json = !!values.json, lengths = segments;
+    return printPlan(cfg, { preset, batch, chunk, memory, target, json, lengths });
+  }
   if (!o.resume && !values.overwrite) await refuseToReplace(o.out);
   const rt = await Runtime.create({ limits: limitFlags(values.limit) });
-  o.chunk ??= defaultChunk(cfg, o.batch, rt, memory, (line) => console.error(line));
+  o.chunk ??= defaultChunk(cfg, o.batch, rt, memory, (line) => console.error(line), segments);
   let source: BatchSource;
   if (data === "passkey") {
     source = new PasskeySource(cfg, o.seed, {

@@ -103,6 +103,7 @@ export function defaultChunk(
   rt: Runtime,
   memory: number | undefined,
   info: (line: string) => void,
+  lengths?: readonly number[],
 ): number | undefined {
   const limits = {
     maxBufferSize: rt.limits.maxBufferSize,
@@ -111,10 +112,10 @@ export function defaultChunk(
   const target = { adapter: rt.describe(), found: true, cpu: rt.profile === "cpu", limits };
   const mem = memory === undefined ? defaultMemory(target) : { bytes: memory, source: "--memory" };
   const nS = cfg.seqLength / cfg.segmentLength;
-  const k = chooseChunk(cfg, batch, limits, mem.bytes);
+  const k = chooseChunk(cfg, batch, limits, mem.bytes, lengths);
   if (k === nS || k === null) return undefined;
-  const whole = planTraining(cfg, { batch, limits, memory: mem.bytes });
-  const p = planTraining(cfg, { batch, chunk: k, limits, memory: mem.bytes });
+  const whole = planTraining(cfg, { batch, limits, memory: mem.bytes, lengths });
+  const p = planTraining(cfg, { batch, chunk: k, limits, memory: mem.bytes, lengths });
   info(
     `train: the whole sequence does not fit (${whole.problems.join("; ")}); training in ` +
       `chunks of ${k} segment${k === 1 ? "" : "s"} (--chunk ${k}, ${fmtSize(p.totalBytes)} ` +
@@ -169,6 +170,8 @@ export function printPlan(
     memory?: number;
     target: PlanTarget;
     json: boolean;
+    /** A mixture's lengths in segments (train --segments). */
+    lengths?: readonly number[];
   },
 ): number {
   const mem = o.memory === undefined
@@ -176,7 +179,8 @@ export function printPlan(
     : { bytes: o.memory, source: "--memory" };
   const { limits } = o.target;
   const nS = cfg.seqLength / cfg.segmentLength;
-  const chosen = chooseChunk(cfg, o.batch, limits, mem.bytes);
+  const { lengths } = o;
+  const chosen = chooseChunk(cfg, o.batch, limits, mem.bytes, lengths);
   const chunk = o.chunk ?? chosen ?? 1;
   const chunkSource = o.chunk !== undefined
     ? "--chunk"
@@ -185,10 +189,10 @@ export function printPlan(
     : chosen !== null
     ? "default: the largest chunk that fits"
     : "default: nothing fits; shown at one segment";
-  const req = { batch: o.batch, chunk, limits, memory: mem.bytes };
+  const req = { batch: o.batch, chunk, limits, memory: mem.bytes, lengths };
   const plan = planTraining(cfg, req);
   const tips = advice(cfg, req);
-  const byChunk = planByChunk(cfg, { batch: o.batch, limits, memory: mem.bytes });
+  const byChunk = planByChunk(cfg, { batch: o.batch, limits, memory: mem.bytes, lengths });
   if (o.json) {
     console.log(JSON.stringify(
       {

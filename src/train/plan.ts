@@ -115,6 +115,12 @@ export interface PlanRequest {
   limits: PlanLimits;
   /** Bytes the whole plan may take (--memory). */
   memory: number;
+  /**
+   * Lengths in segments of a mixture's batches (train --segments): without chunks, every
+   * length shorter than the sequence runs on a model of its own that shares the weights and
+   * gradients (its activations and scratch are extra); with chunks they all run through one.
+   */
+  lengths?: readonly number[];
 }
 
 export interface TrainingPlan {
@@ -169,12 +175,12 @@ export function chunkChoices(cfg: Readonly<ModelConfig>): number[] {
  * each tensor is bound on its own (the tied embedding in vocabulary slices that fit a binding).
  */
 export function trainingBuffers(cfg: Readonly<ModelConfig>, req: PlanRequest): PlannedBuffer[] {
-  const { B, K, nC } = shapeOf(cfg, req);
+  const { B, K, nS, nC } = shapeOf(cfg, req);
   const C = cfg.hiddenSize, F = cfg.intermediateSize, H = cfg.numHeads, Hkv = cfg.numKvHeads;
   const D = cfg.headDim, V = cfg.vocabSize, L = cfg.numLayers, S = cfg.segmentLength;
-  const T = K * S, rows = B * T;
   const cap = req.limits.maxStorageBufferBindingSize;
   const out: PlannedBuffer[] = [];
+  let prefix = "";
   const add = (
     label: string,
     part: PlanPart,
@@ -182,7 +188,7 @@ export function trainingBuffers(cfg: Readonly<ModelConfig>, req: PlanRequest): P
     binding = elements * 4,
     bindingLabel?: string,
   ) => {
-    out.push({ label, part, bytes: tensorBytes(elements), binding, bindingLabel });
+    out.push({ label: prefix + label, part, bytes: tensorBytes(elements), binding, bindingLabel });
   };
   const infini = Array.from({ length: L }, (_, l) => isInfiniLayer(cfg, l));
   const anyInfini = infini.some(Boolean);
@@ -192,20 +198,6 @@ export function trainingBuffers(cfg: Readonly<ModelConfig>, req: PlanRequest): P
   const table = paramTable(cfg);
   const layout = pageLayout(table, req.limits.maxBufferSize);
   const embedRows = layout.blocks(EMBED).map((b) => b.rows);
-
-  // Xent.create (inside InfiniGemma.create): chunk logits, row state, NLL fallback, and the
-  // zero-padded copy of a last chunk whose length is not a multiple of 4, with its dE. Chunks
-  // of Vc rows run within each embedding block, so the last is what the last block leaves.
-  const xp = Xent.plan(cap, rows, V, C);
-  add("xent.logits", "lmHead", xp.logitsElements);
-  add("xent.state", "lmHead", 4 * rows);
-  add("xent.nll", "lmHead", rows);
-  const lastBlock = embedRows[embedRows.length - 1];
-  const last = lastBlock - Math.floor((lastBlock - 1) / xp.chunk) * xp.chunk;
-  if (last % 4 !== 0) {
-    add("xent.padE", "lmHead", round4(last) * C);
-    add("xent.paddE", "lmHead", round4(last) * C);
-  }
 
   const bindings = table.specs.map((s) =>
     s.name === EMBED ? Math.min(s.size * 4, embedSliceBytes(cap, C)) : s.size * 4
@@ -225,77 +217,20 @@ export function trainingBuffers(cfg: Readonly<ModelConfig>, req: PlanRequest): P
   paged("params", "parameters");
   paged("grads", "gradients");
 
-  // Per layer, what its forward keeps for the backward (model.ts makeActs).
-  const shape: InfiniShape = { B, nS: K, S, H, Hkv, D };
-  const msz = InfiniMemory.sizes(shape, cfg.memoryUpdate);
-  for (let l = 0; l < L; l++) {
-    const t = (name: string, n: number) => add(`L${l}.${name}`, "activations", n);
-    t("adot", rows * H * D);
-    t("x", rows * C);
-    t("xn1", rows * C);
-    t("rstd1", rows);
-    t("q", rows * H * D);
-    t("k", rows * Hkv * D);
-    t("v", rows * Hkv * D);
-    t("qr", rows * H * D);
-    t("kr", rows * Hkv * D);
-    t("lse", rows * H);
-    if (infini[l]) {
-      t("A", rows * H * D);
-      t("Mprev", msz.Mprev);
-      t("zprev", msz.zprev);
-      if (cfg.memoryUpdate === "delta") t("W", msz.W);
+  // The model's own buffers at K segments per call; a mixture's shorter lengths (without
+  // chunks) each add a model of that length sharing the parameters and gradients.
+  modelBuffers(K, nC);
+  if (nC === 1) {
+    for (const n of new Set(req.lengths ?? [])) {
+      if (!Number.isInteger(n) || n < 1 || n > nS) {
+        throw new RangeError(`plan: a batch of ${n} segments is outside 1..${nS}`);
+      }
+      if (n === nS) continue;
+      prefix = `len${n}:`;
+      modelBuffers(n, 1);
+      prefix = "";
     }
-    t("xmid", rows * C);
-    t("xn2", rows * C);
-    t("rstd2", rows);
-    t("g", rows * F);
-    t("u", rows * F);
-    t("h", rows * F);
   }
-  // Memory state of each Infini layer: carried in and produced out, (B, Hkv, D, D) and (B, Hkv, D).
-  for (let l = 0; l < L; l++) {
-    if (!infini[l]) continue;
-    add(`L${l}.Min`, "memoryState", msz.state);
-    add(`L${l}.zin`, "memoryState", msz.stateZ);
-    add(`L${l}.Mout`, "memoryState", msz.state);
-    add(`L${l}.zout`, "memoryState", msz.stateZ);
-  }
-  add("tokens", "scratch", rows);
-  add("tokens.index", "scratch", Embedding.indexLength(rows));
-  add("targets", "scratch", rows);
-  add("weights", "scratch", rows);
-  add("rope.table", "scratch", Rope.tableLength(S, D));
-  add("xL", "activations", rows * C);
-  add("xf", "activations", rows * C);
-  add("rstdF", "activations", rows);
-  add("attnOut", "scratch", rows * C);
-  add("mlpOut", "scratch", rows * C);
-  // Backward scratch, shared by all layers.
-  const d = (name: string, n: number) => add(`d.${name}`, "scratch", n);
-  d("res", rows * C);
-  d("xf", rows * C);
-  d("h", rows * F);
-  d("g", rows * F);
-  d("u", rows * F);
-  d("xn", rows * C);
-  d("A", rows * H * D);
-  d("adot", rows * H * D);
-  d("sum", rows * H);
-  d("qr", rows * H * D);
-  d("kr", rows * Hkv * D);
-  d("vA", rows * Hkv * D);
-  d("q", rows * H * D);
-  d("k", rows * Hkv * D);
-  d("v", rows * Hkv * D);
-  d("normScratch", RmsNorm.scratchLength(rows, C));
-  if (anyInfini) {
-    d("memWork", msz.work);
-    add("d.Min", "memoryState", msz.state);
-    add("d.zin", "memoryState", msz.stateZ);
-  }
-  add("loss", "scratch", 1);
-  add("nll", "scratch", rows);
 
   // Optimizer.create: the moments, then Adamw.create's statistics and per-workgroup partial
   // sums of the gradient norm (one per 8,192 elements of each binding-sized piece of each
@@ -311,26 +246,116 @@ export function trainingBuffers(cfg: Readonly<ModelConfig>, req: PlanRequest): P
   }
   add("adamw.stats", "scratch", 4);
   add("adamw.partials", "scratch", Math.max(1, partials));
+  return out;
 
-  // Chunked training (model.ts chunkBufs): the whole step's batch in one 256-byte aligned slot
-  // per chunk (embedding index, targets, weights) and each chunk's loss; per Infini layer the
-  // (M, z) entering chunks 1..nC-1 and two dM, dz carried backward across chunk boundaries.
-  if (nC > 1) {
-    const align = (n: number) => Math.ceil(n / 64) * 64;
-    add("chunk.index", "scratch", nC * align(Embedding.indexLength(rows)));
-    add("chunk.targets", "scratch", nC * align(rows));
-    add("chunk.weights", "scratch", nC * align(rows));
-    add("chunk.loss", "scratch", nC);
+  /** InfiniGemma.create's buffers but the parameters and gradients: K segments per call. */
+  function modelBuffers(K: number, nC: number): void {
+    const T = K * S, rows = B * T;
+    // Xent.create (inside InfiniGemma.create): chunk logits, row state, NLL fallback, and the
+    // zero-padded copy of a last chunk whose length is not a multiple of 4, with its dE. Chunks
+    // of Vc rows run within each embedding block, so the last is what the last block leaves.
+    const xp = Xent.plan(cap, rows, V, C);
+    add("xent.logits", "lmHead", xp.logitsElements);
+    add("xent.state", "lmHead", 4 * rows);
+    add("xent.nll", "lmHead", rows);
+    const lastBlock = embedRows[embedRows.length - 1];
+    const last = lastBlock - Math.floor((lastBlock - 1) / xp.chunk) * xp.chunk;
+    if (last % 4 !== 0) {
+      add("xent.padE", "lmHead", round4(last) * C);
+      add("xent.paddE", "lmHead", round4(last) * C);
+    }
+
+    // Per layer, what its forward keeps for the backward (model.ts makeActs).
+    const shape: InfiniShape = { B, nS: K, S, H, Hkv, D };
+    const msz = InfiniMemory.sizes(shape, cfg.memoryUpdate);
+    for (let l = 0; l < L; l++) {
+      const t = (name: string, n: number) => add(`L${l}.${name}`, "activations", n);
+      t("adot", rows * H * D);
+      t("x", rows * C);
+      t("xn1", rows * C);
+      t("rstd1", rows);
+      t("q", rows * H * D);
+      t("k", rows * Hkv * D);
+      t("v", rows * Hkv * D);
+      t("qr", rows * H * D);
+      t("kr", rows * Hkv * D);
+      t("lse", rows * H);
+      if (infini[l]) {
+        t("A", rows * H * D);
+        t("Mprev", msz.Mprev);
+        t("zprev", msz.zprev);
+        if (cfg.memoryUpdate === "delta") t("W", msz.W);
+      }
+      t("xmid", rows * C);
+      t("xn2", rows * C);
+      t("rstd2", rows);
+      t("g", rows * F);
+      t("u", rows * F);
+      t("h", rows * F);
+    }
+    // Memory state of each Infini layer: carried in and produced out, (B, Hkv, D, D) and (B, Hkv, D).
     for (let l = 0; l < L; l++) {
       if (!infini[l]) continue;
-      add(`L${l}.snap`, "memoryState", (nC - 1) * (msz.state + msz.stateZ));
-      add(`L${l}.dM0`, "memoryState", msz.state);
-      add(`L${l}.dM1`, "memoryState", msz.state);
-      add(`L${l}.dz0`, "memoryState", msz.stateZ);
-      add(`L${l}.dz1`, "memoryState", msz.stateZ);
+      add(`L${l}.Min`, "memoryState", msz.state);
+      add(`L${l}.zin`, "memoryState", msz.stateZ);
+      add(`L${l}.Mout`, "memoryState", msz.state);
+      add(`L${l}.zout`, "memoryState", msz.stateZ);
+    }
+    add("tokens", "scratch", rows);
+    add("tokens.index", "scratch", Embedding.indexLength(rows));
+    add("targets", "scratch", rows);
+    add("weights", "scratch", rows);
+    add("rope.table", "scratch", Rope.tableLength(S, D));
+    add("xL", "activations", rows * C);
+    add("xf", "activations", rows * C);
+    add("rstdF", "activations", rows);
+    add("attnOut", "scratch", rows * C);
+    add("mlpOut", "scratch", rows * C);
+    // Backward scratch, shared by all layers.
+    const d = (name: string, n: number) => add(`d.${name}`, "scratch", n);
+    d("res", rows * C);
+    d("xf", rows * C);
+    d("h", rows * F);
+    d("g", rows * F);
+    d("u", rows * F);
+    d("xn", rows * C);
+    d("A", rows * H * D);
+    d("adot", rows * H * D);
+    d("sum", rows * H);
+    d("qr", rows * H * D);
+    d("kr", rows * Hkv * D);
+    d("vA", rows * Hkv * D);
+    d("q", rows * H * D);
+    d("k", rows * Hkv * D);
+    d("v", rows * Hkv * D);
+    d("normScratch", RmsNorm.scratchLength(rows, C));
+    if (anyInfini) {
+      d("memWork", msz.work);
+      add("d.Min", "memoryState", msz.state);
+      add("d.zin", "memoryState", msz.stateZ);
+    }
+    add("loss", "scratch", 1);
+    add("nll", "scratch", rows);
+
+    // Chunked training (model.ts chunkBufs): the whole step's batch in one 256-byte aligned slot
+    // per chunk (embedding index, targets, weights) and each chunk's loss; per Infini layer the
+    // (M, z) entering chunks 1..nC-1 and two dM, dz carried backward across chunk boundaries.
+    if (nC > 1) {
+      const align = (n: number) => Math.ceil(n / 64) * 64;
+      add("chunk.index", "scratch", nC * align(Embedding.indexLength(rows)));
+      add("chunk.targets", "scratch", nC * align(rows));
+      add("chunk.weights", "scratch", nC * align(rows));
+      add("chunk.loss", "scratch", nC);
+      for (let l = 0; l < L; l++) {
+        if (!infini[l]) continue;
+        add(`L${l}.snap`, "memoryState", (nC - 1) * (msz.state + msz.stateZ));
+        add(`L${l}.dM0`, "memoryState", msz.state);
+        add(`L${l}.dM1`, "memoryState", msz.state);
+        add(`L${l}.dz0`, "memoryState", msz.stateZ);
+        add(`L${l}.dz1`, "memoryState", msz.stateZ);
+      }
     }
   }
-  return out;
 }
 
 /** Bytes of the largest vocabulary slice of the embedding that one binding holds. */
@@ -427,9 +452,11 @@ export function chooseChunk(
   batch: number,
   limits: PlanLimits,
   memory: number,
+  lengths?: readonly number[],
 ): number | null {
   const ks = chunkChoices(cfg).reverse();
-  return ks.find((chunk) => planTraining(cfg, { batch, chunk, limits, memory }).fits) ?? null;
+  return ks.find((chunk) => planTraining(cfg, { batch, chunk, limits, memory, lengths }).fits) ??
+    null;
 }
 
 /** The plan at every chunk size the config allows, smallest chunk first. */
@@ -457,13 +484,13 @@ export function advice(cfg: Readonly<ModelConfig>, req: PlanRequest): string[] {
     );
     return out;
   }
-  const k = chooseChunk(cfg, req.batch, req.limits, req.memory);
+  const k = chooseChunk(cfg, req.batch, req.limits, req.memory, req.lengths);
   if (k !== null && k !== plan.chunkSegments) {
     const p = planTraining(cfg, { ...req, chunk: k });
     out.push(`--chunk ${k} (${fmtSize(p.totalBytes)})`);
   }
   for (let b = req.batch - 1; b >= 1; b--) {
-    const kb = chooseChunk(cfg, b, req.limits, req.memory);
+    const kb = chooseChunk(cfg, b, req.limits, req.memory, req.lengths);
     if (kb !== null) {
       const p = planTraining(cfg, { ...req, batch: b, chunk: kb });
       out.push(`--batch ${b} with --chunk ${kb} (${fmtSize(p.totalBytes)})`);
@@ -473,9 +500,10 @@ export function advice(cfg: Readonly<ModelConfig>, req: PlanRequest): string[] {
   const S = cfg.segmentLength;
   for (let n = cfg.seqLength / S - 1; n >= 1; n--) {
     const shorter = { ...cfg, seqLength: n * S };
-    const kt = chooseChunk(shorter, req.batch, req.limits, req.memory);
+    const lengths = req.lengths?.filter((m) => m <= n);
+    const kt = chooseChunk(shorter, req.batch, req.limits, req.memory, lengths);
     if (kt !== null) {
-      const p = planTraining(shorter, { ...req, chunk: kt });
+      const p = planTraining(shorter, { ...req, chunk: kt, lengths });
       out.push(`--set seqLength=${n * S} with --chunk ${kt} (${fmtSize(p.totalBytes)})`);
       break;
     }
