@@ -21,7 +21,7 @@
  * `--quick` is the same check at tiny shapes, for lavapipe in a test (well under a minute): a
  * few kernel tests, the matmul at the passkey model's shapes, a `tiny` step, no seed-2b step.
  *
- * `--memory` is the budget the seed-2b step is planned against (default 80 GB; on a CPU adapter
+ * `--memory` is the budget the seed-2b step is planned against (default 40 GB; on a CPU adapter
  * the machine's memory); `--seed-set key=value` (repeatable) changes that model, e.g. to try
  * the phase on a small adapter (`--seed-set numLayers=1 --seed-set segmentLength=16
  * --seed-set seqLength=64`).

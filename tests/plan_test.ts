@@ -22,6 +22,7 @@ import {
   advice,
   chooseChunk,
   chunkChoices,
+  GPU_MEMORY_DEFAULT,
   H100_LIMITS,
   LAVAPIPE_LIMITS,
   PLAN_PARTS,
@@ -189,9 +190,20 @@ Deno.test("plan: the parts add up to the total, and parameters, gradients, momen
   }
 });
 
-Deno.test("plan: seed-2b at T 32,768, batch 1: the default chunk fits an 80 GB GPU with H100 limits", () => {
+Deno.test("plan: seed-2b at T 32,768, batch 1: the default chunk is under the seed's 47 GB; 80 GB fits larger ones", () => {
   const cfg = resolveConfig("seed-2b", []);
   equal(cfg.seqLength, 32768);
+  // The default budget picks the default chunk: under the 47 GB the seed reports for batch 1.
+  const d = chooseChunk(cfg, 1, H100_LIMITS, GPU_MEMORY_DEFAULT);
+  ok(d !== null, "no chunk fits the default budget");
+  const pd = planTraining(cfg, {
+    batch: 1,
+    chunk: d,
+    limits: H100_LIMITS,
+    memory: GPU_MEMORY_DEFAULT,
+  });
+  ok(pd.fits && pd.totalBytes < 47 * GB, `default chunk ${d}: ${pd.totalBytes} bytes`);
+  // With the whole of an 80 GB card as the budget, the largest chunk that fits it.
   const k = chooseChunk(cfg, 1, H100_LIMITS, 80 * GB);
   ok(k !== null, "no chunk fits");
   const p = planTraining(cfg, { batch: 1, chunk: k, limits: H100_LIMITS, memory: 80 * GB });

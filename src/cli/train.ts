@@ -38,8 +38,9 @@ Model:
                          against the adapter's limits), whether it fits, and what to reduce
                          if not; reads the adapter's limits, allocates nothing
   --memory BYTES         the memory budget of --plan and of the default chunk (e.g. 80GB,
-                         40GiB; default 80 GB on a GPU adapter, the machine's memory on a
-                         CPU adapter)
+                         40GiB; default 40 GB on a GPU adapter, since WebGPU reports no
+                         device memory: give 80GB on an 80 GB card; the machine's memory on
+                         a CPU adapter)
   --json                 with --plan: print one JSON object
 
 Data:

@@ -142,7 +142,10 @@ export function defaultMemory(target: PlanTarget): { bytes: number; source: stri
     }
     return { bytes: total, source: `this machine's memory (${why})` };
   }
-  return { bytes: GPU_MEMORY_DEFAULT, source: "80 GB (GPU adapter default)" };
+  return {
+    bytes: GPU_MEMORY_DEFAULT,
+    source: "40 GB (GPU adapter default; --memory 80GB on an 80 GB card)",
+  };
 }
 
 /** The machine's memory, or null without permission to read it (never prompts). */

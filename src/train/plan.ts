@@ -54,12 +54,14 @@ export const LAVAPIPE_LIMITS: Readonly<PlanLimits> = {
 };
 
 /**
- * Default memory budget on a GPU adapter: 80 GB (80e9 bytes). An "80 GB" H100 or A100 holds
- * about 79.6 GiB; 80e9 bytes (74.5 GiB) leaves the driver and the rest of the process about 5
- * GiB. CPU adapters (lavapipe) keep their buffers in host memory: their default is the
- * machine's memory (Deno.systemMemoryInfo().total).
+ * Default memory budget on a GPU adapter: 40 GB (40e9 bytes). WebGPU reports no device memory,
+ * so the default is the smaller of the A100's two sizes, the seed's own class of card: a plan
+ * within it holds on a 40 GB card, and on an 80 GB one leaves half the card to the driver and
+ * whatever else runs (`--memory 80GB` lets the plan use it: larger chunks, less recomputation).
+ * CPU adapters (lavapipe) keep their buffers in host memory: their default is the machine's
+ * memory (Deno.systemMemoryInfo().total).
  */
-export const GPU_MEMORY_DEFAULT = 80e9;
+export const GPU_MEMORY_DEFAULT = 40e9;
 
 /** What a planned byte belongs to. */
 export type PlanPart =
