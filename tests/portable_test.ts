@@ -36,7 +36,9 @@ export function outsideRefs(path: string, text: string): string[] {
     const where = `${relative(ROOT, path)}:${i + 1}`;
     const abs = ABSOLUTE.exec(line);
     if (abs) found.push(`${where}: absolute path '/${abs[2]}/...'`);
-    if (line.includes(SHARED)) found.push(`${where}: names the workplace's shared fixtures`);
+    if (line.includes(SHARED) || line.includes(UP + SHARED.split("/")[0])) {
+      found.push(`${where}: names the workplace's shared folder`);
+    }
     for (const m of line.matchAll(CLIMB)) {
       const target = relative(ROOT, join(dirname(path), m[0]));
       if (target.startsWith("..")) found.push(`${where}: '${m[0]}' leaves the repository`);
@@ -60,6 +62,7 @@ Deno.test("portable: the check itself catches each kind of outside path", () => 
     `const F = "/${MACHINE_ROOTS[0]}/${SHARED}/tiny";`,
     `const F = new URL("${UP}${UP}${SHARED.split("/")[0]}/x", import.meta.url);`,
     `cp /${MACHINE_ROOTS[1]}/me/data.bin .`,
+    `/** limits (${UP}${SHARED.split("/")[0]}/notes: 128 MiB per binding) */`,
     `import x from "${UP}${UP}${UP}elsewhere/x.ts";`,
   ];
   for (const line of bad) ok(outsideRefs(file, line).length > 0, `not caught: ${line}`);
