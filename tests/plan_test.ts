@@ -331,32 +331,31 @@ Deno.test("train --plan --json: one object with the total, the chunk and whether
   equal(j.fits, p.fits);
 });
 
-Deno.test("train --plan: without an adapter, planned against lavapipe's limits, and said", async () => {
+/**
+ * `train --preset tiny --plan` run with Deno permission flags `perms`, with no WebGPU adapter
+ * at all (wgpu on Linux has no DX12 backend): its exit code and stdout.
+ */
+async function planWithoutAdapter(perms: string[]): Promise<string> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "main.ts", "train", "--preset", "tiny", "--plan"],
+    args: ["run", ...perms, "main.ts", "train", "--preset", "tiny", "--plan"],
     cwd: new URL("..", import.meta.url).pathname,
-    // wgpu on Linux has no DX12 backend: no adapter at all.
     env: { NO_COLOR: "1", DENO_WEBGPU_BACKEND: "dx12" },
     stdout: "piped",
     stderr: "piped",
   }).output();
-  const text = new TextDecoder().decode(out.stdout);
   equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  return new TextDecoder().decode(out.stdout);
+}
+
+Deno.test("train --plan: without an adapter, planned against lavapipe's limits, and said", async () => {
+  const text = await planWithoutAdapter(["-A"]);
   ok(text.includes("no WebGPU adapter: planned against lavapipe's limits"), text);
   ok(text.includes("fits: yes"), text);
 });
 
 Deno.test("train --plan: without permission to read the machine's memory there is no budget, only limits", async () => {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-read", "--allow-env", "main.ts", "train", "--preset", "tiny", "--plan"],
-    cwd: new URL("..", import.meta.url).pathname,
-    // Planned as on a CPU adapter (none at all): the machine's memory would be the budget.
-    env: { NO_COLOR: "1", DENO_WEBGPU_BACKEND: "dx12" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout);
-  equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  // Planned as on a CPU adapter (none at all): the machine's memory would be the budget.
+  const text = await planWithoutAdapter(["--allow-read", "--allow-env"]);
   ok(text.includes("budget: unlimited (none: this machine's memory"), text);
   ok(text.includes("fits: yes"), text);
 });
