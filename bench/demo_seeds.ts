@@ -8,6 +8,7 @@
  */
 import { benchArgs, printTable, writeJson } from "./_util.ts";
 import { meanAccuracy, type PasskeyResult } from "../src/eval/passkey.ts";
+import { DEMO_TARGET } from "../src/tasks/recipes.ts";
 import { UsageError } from "../src/util/errors.ts";
 
 const values = benchArgs(import.meta.url, {
@@ -33,7 +34,7 @@ function parseSeeds(v: string): number[] {
 const seeds = parseSeeds(values.seeds);
 const main = new URL("../main.ts", import.meta.url).pathname;
 const tmp = await Deno.makeTempDir({ prefix: "infini-demo-seeds-" });
-const TARGET = { on16: 0.9, off: 0.3 };
+const TARGET = DEMO_TARGET;
 
 interface SeedRow {
   seed: number;

@@ -47,6 +47,10 @@ Deno.test("cli: unknown command, unknown flag and bad values are one-line usage 
         /--trials is an option of 'eval passkey'/,
       ],
       [["gen", "--output"], /gen: --output needs a value/],
+      [
+        ["train", "--data", "runs/shards", "--segments", "2,4"],
+        /--segments is for --data passkey or recall/,
+      ],
       [["demo", "--task", "sort"], /--task 'sort': expected one of recall, passkey/],
       [
         ["info", "--limit", "maxBufferSise=4"],

@@ -15,8 +15,10 @@ import { resolveConfig } from "../model/overrides.ts";
 import {
   DEMO_ANSWER_WEIGHT,
   DEMO_BOUNDARY_SHARE,
+  DEMO_TARGET,
   DEMO_TASKS,
   type DemoTask,
+  phaseBatches,
   type TrainRecipe,
 } from "../tasks/recipes.ts";
 import { PasskeySource, RecallSource } from "../tasks/sources.ts";
@@ -43,8 +45,10 @@ measures exact match on held-out samples at 1x, 4x and 16x the training length w
 on and off, prints the table and writes report.md, loss.svg and retrieval.svg to the output
 folder. No download.
 
-  --task recall    (default) the micro model on the associative-recall task: under 2
-                   minutes on 2 CPU cores through software Vulkan
+  --task recall    (default) the micro model on the associative-recall task, a third of
+                   the steps on 2 segments, then a mixture of 2, 4 and 8 (8 is the
+                   training length that 1x, 4x and 16x refer to): about a minute on 2
+                   CPU cores through software Vulkan
   --task passkey   the 5-digit passkey task with a 39k-parameter model, ${DEMO_TASKS.passkey.train.steps} steps
                    (12,500-16,700 tokens/s measured on a shared 2-core machine: 10-14
                    minutes). The recorded run of this recipe (docs/results.md, Passkey,
@@ -100,7 +104,7 @@ export async function run(args: string[]): Promise<number> {
     `demo: 1/2 training on the ${taskName} task (${steps} steps of ${o.batch} x ${cfg.seqLength} bytes)`,
   );
   const source = taskName === "recall"
-    ? new RecallSource(cfg, seed)
+    ? new RecallSource(cfg, seed, { phases: phaseBatches(task.phases ?? [], steps) })
     : new PasskeySource(cfg, seed, {
       answerWeight: DEMO_ANSWER_WEIGHT,
       boundaryShare: DEMO_BOUNDARY_SHARE,
@@ -185,21 +189,21 @@ export function judge(
       `${String(k).padStart(2)}x (${k * nS} segments): memory on ${f(on)}, memory off ${f(off)}`,
     );
   }
-  const on16 = meanAccuracy(res, 16 * nS, "memory"), off16 = meanAccuracy(res, 16 * nS, "off");
+  const on16 = meanAccuracy(res, 16 * nS, "memory");
   const on1 = meanAccuracy(res, nS, "memory"), off1 = meanAccuracy(res, nS, "off");
-  const met = on16 - off16 >= 0.5;
-  if (met) lines.push(`target met: at 16x the training length memory on is far above memory off.`);
+  const offMax = Math.max(...[1, 4, 16].map((k) => meanAccuracy(res, k * nS, "off")));
+  const met = on16 >= DEMO_TARGET.on16 && offMax <= DEMO_TARGET.off;
+  const target = `memory on >= ${DEMO_TARGET.on16} at 16x, memory off <= ${DEMO_TARGET.off}`;
+  if (met) lines.push(`target met (${target}).`);
   else {
     lines.push(
-      `target NOT met: at 16x the training length memory on (${
-        f(on16)
-      }) is not far above memory off (${f(off16)}).`,
+      `target NOT met (${target}): memory on ${f(on16)} at 16x, memory off up to ${f(offMax)}.`,
     );
-    if (on1 - off1 >= 0.5) {
+    if (on1 >= DEMO_TARGET.on16 && off1 <= DEMO_TARGET.off) {
       lines.push(
         `The memory does work at the training length (${f(on1)} vs ${
           f(off1)
-        }), but this short run does not generalise to much longer inputs; staged training on a mixture of lengths does (see README, Results).`,
+        }), but this run does not carry the key to 16x the training length; longer training on longer sequences is the lever (docs/results.md, The demo across seeds).`,
       );
     } else {
       lines.push(
@@ -235,8 +239,11 @@ Adapter: ${adapter}. Training ${fmtDuration(trainSec)}, in all ${fmtDuration(tot
 
 ## What ran
 A ${params.toLocaleString("en-US")}-parameter Gemma-style model with Infini-attention in every
-layer was trained for ${o.steps} steps (batch ${o.batch}, lr ${o.lr}) on sequences of
-${cfg.seqLength / cfg.segmentLength} segments of ${cfg.segmentLength} bytes of ${task.describe}.
+layer was trained for ${o.steps} steps (batch ${o.batch}, lr ${o.lr}) on sequences of ${
+    task.phases ? "up to " : ""
+  }${
+    cfg.seqLength / cfg.segmentLength
+  } segments (the training length) of ${cfg.segmentLength} bytes of ${task.describe}.
 Local attention only sees the current segment, so the key can only reach the answer through
 the compressive memory. Evaluation uses ${
     taskName === "passkey"

@@ -54,7 +54,7 @@ Data:
   --boundary-share F     passkey: share of samples whose key digits start a segment (so
                          local attention cannot see "The pass key is" before them; drawn
                          uniformly that is 1 in S), default 0
-  --segments LIST        passkey: training lengths in segments, one drawn per batch (a
+  --segments LIST        passkey, recall: training lengths in segments, one drawn per batch (a
                          mixture of lengths, e.g. 3,4,8,16); each must be <= seqLength / S,
                          and validation runs at seqLength (default: seqLength / S only)
 
@@ -196,7 +196,9 @@ export async function run(args: string[]): Promise<number> {
   }
   let segments: number[] | undefined;
   if (values.segments !== undefined) {
-    if (data !== "passkey") throw new UsageError("train: --segments is for --data passkey");
+    if (data !== "passkey" && data !== "recall") {
+      throw new UsageError("train: --segments is for --data passkey or recall");
+    }
     segments = listFlag("segments", values.segments, true)!;
     if (segments.some((n) => n < 2)) {
       throw new UsageError(`--segments '${values.segments}': every length must be >= 2 segments`);
@@ -223,7 +225,9 @@ export async function run(args: string[]): Promise<number> {
       segments,
     });
   } else if (data === "recall") {
-    source = new RecallSource(cfg, o.seed);
+    source = new RecallSource(cfg, o.seed, {
+      phases: segments ? [{ batches: Infinity, segments }] : undefined,
+    });
   } else {
     source = await ShardSource.open(data, cfg, o.seed);
   }

@@ -101,30 +101,89 @@ export class PasskeySource implements BatchSource {
   close(): void {}
 }
 
+/** One phase of recall training: its first `batches` batches draw their lengths from `segments`. */
+export interface RecallPhase {
+  /** Batches in the phase (Infinity for the last). */
+  batches: number;
+  /** Training lengths in segments, one drawn per batch (seeded by the batch index). */
+  segments: readonly number[];
+}
+
+export interface RecallSourceOptions {
+  /** Digits in a key (default 1). */
+  digits?: number;
+  /**
+   * Training lengths over time: each phase in turn for its number of batches, the last one for
+   * the rest. Default: one phase at the config's seqLength / segmentLength. Validation always
+   * uses the config's length.
+   */
+  phases?: readonly RecallPhase[];
+}
+
 /** The small associative-recall task (./recall.ts): answers come only from memory. */
 export class RecallSource implements BatchSource {
   readonly name = "recall";
   readonly tokenizer = "bytes";
   readonly valBatches = Infinity;
-  #task: RecallTask;
+  #tasks = new Map<number, RecallTask>();
+  #phases: RecallPhase[];
+  #val: RecallTask;
+  #seed: number;
 
-  constructor(cfg: Readonly<ModelConfig>, seed: number, digits = 1) {
+  constructor(cfg: Readonly<ModelConfig>, seed: number, o: RecallSourceOptions = {}) {
     if (cfg.vocabSize < 128) {
       throw new UserError(`the recall task needs byte tokens: vocabSize ${cfg.vocabSize}`);
     }
-    this.#task = new RecallTask({
-      segmentLength: cfg.segmentLength,
-      segments: cfg.seqLength / cfg.segmentLength,
-      digits,
-    }, seed);
+    const nS = cfg.seqLength / cfg.segmentLength;
+    const S = cfg.segmentLength, digits = o.digits ?? 1;
+    this.#phases = o.phases?.length
+      ? o.phases.map((p) => ({ batches: p.batches, segments: [...p.segments] }))
+      : [{ batches: Infinity, segments: [nS] }];
+    const lengths = new Set(this.#phases.flatMap((p) => p.segments));
+    for (const p of this.#phases) {
+      if (!p.segments.length || !(p.batches >= 0)) {
+        throw new UserError(`recall: a phase needs a length and a number of batches >= 0`);
+      }
+    }
+    for (const n of lengths) {
+      if (!Number.isInteger(n) || n < 2 || n > nS) {
+        throw new UserError(
+          `recall: training length ${n} segments is not in 2..${nS} (seqLength / segmentLength)`,
+        );
+      }
+    }
+    // One length alone keeps the task's original stream (bit for bit the single-length source).
+    const mixed = lengths.size > 1;
+    for (const n of lengths) {
+      this.#tasks.set(
+        n,
+        new RecallTask({ segmentLength: S, segments: n, digits }, mixed ? seed + n : seed),
+      );
+    }
+    this.#val = new RecallTask({ segmentLength: S, segments: nS, digits }, seed);
+    this.#seed = seed;
+  }
+
+  /** The length, in segments, of training batch `index`. */
+  lengthAt(index: number): number {
+    let left = index;
+    for (const p of this.#phases) {
+      if (left < p.batches || p === this.#phases[this.#phases.length - 1]) {
+        return p.segments.length === 1
+          ? p.segments[0]
+          : p.segments[new Rng((this.#seed * 7919 + index) >>> 0).int(p.segments.length)];
+      }
+      left -= p.batches;
+    }
+    throw new Error("unreachable");
   }
 
   batch(index: number, B: number): Batch {
-    return this.#task.batch(index * B, B, "train");
+    return this.#tasks.get(this.lengthAt(index))!.batch(index * B, B, "train");
   }
 
   valBatch(index: number, B: number): Batch {
-    return this.#task.batch(index * B, B, "eval");
+    return this.#val.batch(index * B, B, "eval");
   }
 
   close(): void {}
