@@ -105,6 +105,7 @@ gpuTest(
       equal(r.variants[0].perSegment.length, 7); // 400 bytes in segments of 64
       ok(r.variants.every((v: { nll: number }) => v.nll > 0 && Number.isFinite(v.nll)));
       match(await Deno.readTextFile(`${dir}/ppl/nll_per_segment.svg`), /^<svg/);
+      match(await Deno.readTextFile(`${dir}/ppl/nll_gap_per_segment.svg`), /NLL minus memory on/);
 
       // The same document in segments of 32 bytes.
       const ppl32 = await cli(

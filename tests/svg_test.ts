@@ -10,7 +10,7 @@
  */
 import { deepEqual, equal, ok } from "node:assert/strict";
 import { heatMap, lineChart, type Series } from "../src/ui/svg.ts";
-import { passkeyHeatMap, pplPlot } from "../src/cli/eval.ts";
+import { gapPlot, gapSeries, passkeyHeatMap, pplPlot } from "../src/cli/eval.ts";
 import type { PasskeyCell, PasskeyResult } from "../src/eval/passkey.ts";
 import type { PplResult } from "../src/eval/ppl.ts";
 
@@ -359,4 +359,34 @@ Deno.test("eval ppl's plot of NLL per segment reads cleanly, a long-range line p
     ok(textsOf(p).includes(v.variant), v.variant);
     ok(textsOf(p).includes(`${v.variant}, long-range`), `${v.variant}, long-range`);
   }
+});
+
+Deno.test("eval ppl's gap plot: each variant minus memory on, token-weighted per window", () => {
+  // Four segments; long-range targets: none in segment 0, and their counts differ per segment.
+  const seg = (nll: number[], lrTok: number[], lrNll: number[]) =>
+    nll.map((x, s) => ({
+      segment: s,
+      nll: x,
+      tokens: 10,
+      longRange: { tokens: lrTok[s], nll: lrTok[s] ? lrNll[s] : NaN },
+      rest: { tokens: 10 - lrTok[s], nll: 0 },
+    }));
+  const r = {
+    segmentLength: 16,
+    variants: [
+      { variant: "memory", perSegment: seg([1, 2, 3, 4], [0, 2, 6, 2], [0, 1, 1, 5]) },
+      { variant: "reset", perSegment: seg([1, 3, 3, 6], [0, 2, 6, 2], [0, 2, 1, 9]) },
+    ],
+  } as unknown as PplResult;
+  const [all, lr] = gapSeries(r, 2);
+  equal(all.name, "reset");
+  // Window 0: (1 + 3) / 2 - (1 + 2) / 2 = 0.5; window 2: (3 + 6) / 2 - (3 + 4) / 2 = 1.
+  deepEqual(all.points, [[0, 0.5], [2, 1]]);
+  equal(lr.name, "reset, long-range");
+  // Window 0 holds segment 1 only (2 targets): 2 - 1; window 2: (6*1 + 2*9)/8 - (6*1 + 2*5)/8.
+  deepEqual(lr.points, [[0, 1], [2, 1]]);
+  deepEqual(gapSeries({ ...r, variants: [r.variants[1]] }, 2), []);
+  const p = assertReadable(gapPlot(r));
+  ok(textsOf(p).includes("reset, long-range"));
+  ok(textsOf(p).some((t) => /NLL minus memory on, per segment/.test(t)));
 });

@@ -5,7 +5,7 @@ import { checkpointTokenizer } from "../eval/load.ts";
 import { openCheckpoint } from "../model/checkpoint.ts";
 import { cloneConfig, type ModelConfig, validateConfig } from "../model/config.ts";
 import { evalPasskey, type PasskeyResult } from "../eval/passkey.ts";
-import { evalPerplexity, type PplResult } from "../eval/ppl.ts";
+import { evalPerplexity, type PplResult, type PplVariantResult } from "../eval/ppl.ts";
 import {
   nextTokenTargets,
   type Sequence,
@@ -15,7 +15,7 @@ import {
   VARIANTS,
 } from "../eval/stream.ts";
 import { writeFileAtomic } from "../util/files.ts";
-import { heatMap, lineChart } from "../ui/svg.ts";
+import { heatMap, lineChart, type Series } from "../ui/svg.ts";
 import { StatusLine } from "../ui/status.ts";
 import { duration } from "../data/progress.ts";
 import { readUserText, UsageError, UserError } from "../util/errors.ts";
@@ -225,11 +225,18 @@ export async function run(args: string[]): Promise<number> {
     );
     status.done();
     await writeResults(out, "results.json", res);
-    await writeFileAtomic(`${out}/nll_per_segment.svg`, [new TextEncoder().encode(pplPlot(res))]);
+    const enc = new TextEncoder();
+    await writeFileAtomic(`${out}/nll_per_segment.svg`, [enc.encode(pplPlot(res))]);
+    const gap = variants.includes("memory") && variants.length > 1;
+    if (gap) await writeFileAtomic(`${out}/nll_gap_per_segment.svg`, [enc.encode(gapPlot(res))]);
     if (values.json) console.log(JSON.stringify(res, null, 2));
     else {
       console.log(pplTable(res));
-      console.log(`\nwrote ${out}/results.json and ${out}/nll_per_segment.svg`);
+      console.log(
+        `\nwrote ${out}/results.json, ${out}/nll_per_segment.svg${
+          gap ? ` and ${out}/nll_gap_per_segment.svg` : ""
+        }`,
+      );
     }
     rt.destroy();
     return 0;
@@ -373,6 +380,61 @@ export function pplPlot(r: PplResult): string {
           .map((p) => [p.segment, p.longRange.nll] as [number, number]),
       },
     ]),
+  });
+}
+
+/** Most points a gap line gets: windows of segments are widened to stay under it. */
+const GAP_POINTS = 60;
+
+/**
+ * Each variant's NLL minus memory on's, token-weighted over windows of `window` consecutive
+ * segment indices (a window's x is its first index), over all targets and over long-range ones.
+ * A window where either side has no targets gets no point. Empty without a "memory" variant.
+ */
+export function gapSeries(r: PplResult, window: number): Series[] {
+  const mem = r.variants.find((v) => v.variant === "memory");
+  if (!mem) return [];
+  const windowed = (ps: { segment: number; tokens: number; nll: number }[]) => {
+    const acc = new Map<number, { t: number; s: number }>();
+    for (const p of ps) {
+      if (!(p.tokens > 0)) continue;
+      const w = Math.floor(p.segment / window) * window;
+      const a = acc.get(w) ?? { t: 0, s: 0 };
+      a.t += p.tokens;
+      a.s += p.tokens * p.nll;
+      acc.set(w, a);
+    }
+    return new Map([...acc].map(([w, a]) => [w, a.s / a.t]));
+  };
+  const all = (v: PplVariantResult) => windowed(v.perSegment);
+  const lr = (v: PplVariantResult) =>
+    windowed(v.perSegment.map((p) => ({ segment: p.segment, ...p.longRange })));
+  const series: Series[] = [];
+  for (const v of r.variants.filter((v) => v !== mem)) {
+    for (const [name, f] of [[v.variant, all], [`${v.variant}, long-range`, lr]] as const) {
+      const base = f(mem), mine = f(v);
+      series.push({
+        name,
+        points: [...mine].filter(([w]) => base.has(w)).map(([w, x]) =>
+          [w, x - base.get(w)!] as [number, number]
+        ),
+      });
+    }
+  }
+  return series;
+}
+
+/** What the memory buys per depth: each variant's NLL minus memory on's, per window of segments. */
+export function gapPlot(r: PplResult): string {
+  const n = Math.max(0, ...r.variants.flatMap((v) => v.perSegment.map((p) => p.segment))) + 1;
+  const window = Math.max(1, Math.ceil(n / GAP_POINTS));
+  return lineChart({
+    title: `NLL minus memory on, per ${
+      window === 1 ? "segment" : `${window} segments`
+    } (segment = ${r.segmentLength} tokens)`,
+    xLabel: "segment index",
+    yLabel: "NLL - memory on (nats/token)",
+    series: gapSeries(r, window),
   });
 }
 
