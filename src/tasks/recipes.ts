@@ -11,6 +11,8 @@
  * ```
  */
 
+import type { RecallPhase } from "./sources.ts";
+
 /** Training options a recipe sets; the names and meanings of src/train's TrainOptions. */
 export interface TrainRecipe {
   steps: number;
@@ -55,10 +57,7 @@ export interface DemoPhase {
 export const DEMO_TARGET = { on16: 0.9, off: 0.3 } as const;
 
 /** A recipe's phases for a run of `steps` steps, in batches (the last phase open-ended). */
-export function phaseBatches(
-  phases: readonly DemoPhase[],
-  steps: number,
-): { batches: number; segments: readonly number[] }[] {
+export function phaseBatches(phases: readonly DemoPhase[], steps: number): RecallPhase[] {
   return phases.map((p, i) => ({
     batches: i === phases.length - 1 ? Infinity : Math.round(p.share * steps),
     segments: p.segments,

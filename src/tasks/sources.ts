@@ -10,6 +10,13 @@ import { Rng } from "../util/rng.ts";
 import { PasskeyTask } from "./passkey.ts";
 import { RecallTask } from "./recall.ts";
 
+/** A mixture's length for batch `index`: one of `lengths`, a function of the seed and index. */
+function drawLength(lengths: readonly number[], seed: number, index: number): number {
+  return lengths.length === 1
+    ? lengths[0]
+    : lengths[new Rng((seed * 7919 + index) >>> 0).int(lengths.length)];
+}
+
 export interface PasskeySourceOptions {
   answerWeight?: number;
   controlShare?: number;
@@ -88,9 +95,7 @@ export class PasskeySource implements BatchSource {
   }
 
   batch(index: number, B: number): Batch {
-    const n = this.#lengths.length === 1
-      ? this.#lengths[0]
-      : this.#lengths[new Rng((this.#seed * 7919 + index) >>> 0).int(this.#lengths.length)];
+    const n = drawLength(this.#lengths, this.#seed, index);
     return this.#make(this.#train.get(n)!, index * B, B);
   }
 
@@ -169,9 +174,7 @@ export class RecallSource implements BatchSource {
     let left = index;
     for (const p of this.#phases) {
       if (left < p.batches || p === this.#phases[this.#phases.length - 1]) {
-        return p.segments.length === 1
-          ? p.segments[0]
-          : p.segments[new Rng((this.#seed * 7919 + index) >>> 0).int(p.segments.length)];
+        return drawLength(p.segments, this.#seed, index);
       }
       left -= p.batches;
     }
